@@ -1,0 +1,199 @@
+//! A cluster of node processes and the admin calls tests make against it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use serde_json::Value;
+
+use crate::node::NodeProc;
+
+/// The bootstrap admin token every test cluster uses.
+pub const ADMIN_TOKEN: &str = "chaos-tests-admin-token-0123456789abcdef";
+
+pub struct TestCluster {
+    /// Holds the data dirs and logs; removed when the cluster is dropped.
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<u64, NodeProc>,
+    pub token_file: std::path::PathBuf,
+    http: reqwest::Client,
+    /// Extra `serve` flags for every node (timeouts, snapshot policy).
+    extra: Vec<String>,
+}
+
+/// Result of an admin call: status and JSON body (Null when the body is not JSON).
+pub type Reply = (u16, Value);
+
+impl TestCluster {
+    /// Starts `n` nodes with the same `--peers` list and waits until the cluster answers
+    /// authenticated admin calls.
+    pub async fn start(n: u64, extra: &[&str]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let token_file = dir.path().join("admin-token");
+        std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n"))?;
+        let nodes: BTreeMap<u64, NodeProc> = (1..=n).map(|id| (id, NodeProc::new(id, dir.path()))).collect();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
+        let mut c = Self { dir, nodes, token_file, http, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let peers = c.peers();
+        let args = c.node_args(&[
+            "--peers".to_string(),
+            peers,
+            "--admin-token-file".to_string(),
+            c.token_file.display().to_string(),
+        ]);
+        for node in c.nodes.values_mut() {
+            node.start(&args);
+        }
+        c.wait_ready(Duration::from_secs(30)).await?;
+        Ok(c)
+    }
+
+    fn node_args(&self, base: &[String]) -> Vec<String> {
+        let mut args = base.to_vec();
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    pub fn peers(&self) -> String {
+        self.nodes.values().map(|n| format!("{}={}", n.id, n.raft_addr())).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut NodeProc {
+        self.nodes.get_mut(&id).expect("no such node")
+    }
+
+    /// Starts a new node with `--join`; add it with [`Self::req`] on `/v1/cluster/members`.
+    pub fn spawn_joiner(&mut self, id: u64) -> String {
+        let mut node = NodeProc::new(id, self.dir.path());
+        let args = self.node_args(&["--join".to_string()]);
+        node.start(&args);
+        let addr = node.raft_addr();
+        self.nodes.insert(id, node);
+        addr
+    }
+
+    /// One admin call to node `id`, with the admin token.
+    pub async fn req(
+        &self,
+        id: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Reply> {
+        let node = self.nodes.get(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let mut r = self.http.request(method, format!("{}{path}", node.admin_url())).bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    pub async fn get(&self, id: u64, path: &str) -> anyhow::Result<Reply> {
+        self.req(id, reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, id: u64, path: &str, body: Value) -> anyhow::Result<Reply> {
+        self.req(id, reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// `/v1/health` of node `id`, if it answers.
+    pub async fn health(&self, id: u64) -> Option<Value> {
+        let node = self.nodes.get(&id)?;
+        let resp = self
+            .http
+            .get(format!("{}/v1/health", node.admin_url()))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .ok()?;
+        resp.json().await.ok()
+    }
+
+    /// The leader as the running nodes agree on it (a majority of answers naming the same one).
+    pub async fn leader(&self) -> Option<u64> {
+        let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+        for id in self.nodes.keys() {
+            if let Some(h) = self.health(*id).await {
+                if let Some(l) = h["leader_id"].as_u64() {
+                    *votes.entry(l).or_default() += 1;
+                }
+            }
+        }
+        votes.into_iter().max_by_key(|(_, v)| *v).map(|(l, _)| l)
+    }
+
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(l) = self.leader().await {
+                if self.health(l).await.is_some_and(|h| h["state"] == "Leader") {
+                    return Ok(l);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("no leader within {timeout:?}\n{}", self.logs())
+    }
+
+    /// Waits until every node answers an authenticated linearizable read.
+    async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for id in self.nodes.keys() {
+            loop {
+                if let Ok((200, _)) = self.get(*id, "/v1/consumers").await {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("node {id} not ready within {timeout:?}\n{}", self.logs());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// `(last_applied, state_hash)` of node `id`.
+    pub async fn state(&self, id: u64) -> anyhow::Result<(u64, String)> {
+        let (status, v) = self.get(id, "/v1/debug/state").await?;
+        if status != 200 {
+            bail!("node {id}: /v1/debug/state answered {status}: {v}");
+        }
+        Ok((v["last_applied"].as_u64().unwrap_or(0), v["state_hash"].as_str().unwrap_or("").to_string()))
+    }
+
+    /// The digest of node `id`'s entities (no clock, no dedup table).
+    pub async fn policy_hash(&self, id: u64) -> anyhow::Result<String> {
+        let (status, v) = self.get(id, "/v1/debug/state").await?;
+        if status != 200 {
+            bail!("node {id}: /v1/debug/state answered {status}: {v}");
+        }
+        Ok(v["policy_hash"].as_str().unwrap_or("").to_string())
+    }
+
+    /// Waits until the given nodes report the same applied index and the same state hash.
+    pub async fn wait_converged(&self, ids: &[u64], timeout: Duration) -> anyhow::Result<(u64, String)> {
+        let deadline = Instant::now() + timeout;
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            last.clear();
+            for id in ids {
+                last.push(self.state(*id).await.ok());
+            }
+            if let Some(Some(first)) = last.first() {
+                if last.iter().all(|s| s.as_ref() == Some(first)) {
+                    return Ok(first.clone());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("nodes {ids:?} did not converge within {timeout:?}: {last:?}\n{}", self.logs())
+    }
+
+    /// The tail of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes.values().map(|n| format!("--- node {} ---\n{}\n", n.id, n.log_tail(30))).collect()
+    }
+}

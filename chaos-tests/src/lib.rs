@@ -1,0 +1,12 @@
+//! The multi-process test harness: real `raftgate` node processes on loopback ports, each with
+//! its own data dir, driven through their admin APIs and killed, paused and restarted with
+//! signals. Tests in `tests/` use it; it will grow the fault-injecting proxy and the checkers.
+//!
+//! Every wait here is bounded: a test that cannot reach its condition fails with the nodes'
+//! logs instead of hanging.
+
+pub mod cluster;
+pub mod node;
+
+pub use cluster::{TestCluster, ADMIN_TOKEN};
+pub use node::NodeProc;

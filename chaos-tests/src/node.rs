@@ -1,0 +1,186 @@
+//! One node process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Picks a free loopback port. Another process could take it before the node binds it; on a
+/// test machine that race is rare and shows up as a clear bind error in the node's log.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+}
+
+/// The `raftgate` binary: `$RAFTGATE_BIN`, or the one built beside this test binary.
+pub fn raftgate_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RAFTGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/raftgate
+    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("raftgate");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build --release --bins) or set RAFTGATE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+pub struct NodeProc {
+    pub id: u64,
+    pub raft_port: u16,
+    pub admin_port: u16,
+    pub proxy_port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    /// The arguments of the last start, reused by `restart`.
+    args: Vec<String>,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl NodeProc {
+    pub fn new(id: u64, root: &Path) -> Self {
+        Self {
+            id,
+            raft_port: free_port(),
+            admin_port: free_port(),
+            proxy_port: free_port(),
+            data_dir: root.join(format!("node{id}")),
+            log_path: root.join(format!("node{id}.log")),
+            args: Vec::new(),
+            child: None,
+            paused: false,
+        }
+    }
+
+    pub fn raft_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.raft_port)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// Starts the node with the standard flags plus `extra`.
+    pub fn start(&mut self, extra: &[String]) {
+        let mut args = vec![
+            "serve".to_string(),
+            "--id".into(),
+            self.id.to_string(),
+            "--data-dir".into(),
+            self.data_dir.display().to_string(),
+            "--raft-addr".into(),
+            self.raft_addr(),
+            "--admin-addr".into(),
+            format!("127.0.0.1:{}", self.admin_port),
+            "--proxy-addr".into(),
+            format!("127.0.0.1:{}", self.proxy_port),
+        ];
+        args.extend(extra.iter().cloned());
+        self.args = args;
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "node {} is already running", self.id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open node log");
+        let child = Command::new(raftgate_bin())
+            .args(&self.args)
+            .env("RAFTGATE_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn raftgate");
+        self.child = Some(child);
+        self.paused = false;
+    }
+
+    /// Starts again with the arguments of the last start (same id, same data dir).
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+        }
+    }
+
+    /// SIGKILL: a crash. Waits for the process to be gone.
+    pub fn kill(&mut self) {
+        if self.paused {
+            self.signal("-CONT");
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a graceful exit; SIGKILL if it does not come.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        if self.paused {
+            self.signal("-CONT");
+            self.paused = false;
+        }
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    /// SIGSTOP: the process freezes (a GC pause, a stuck VM).
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+        self.paused = true;
+    }
+
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+        self.paused = false;
+    }
+
+    /// Removes the node's data dir (the node must be stopped).
+    pub fn wipe(&mut self) {
+        assert!(self.child.is_none(), "stop node {} before wiping it", self.id);
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

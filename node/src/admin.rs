@@ -1,0 +1,107 @@
+//! The admin API: JSON over HTTP on every node, as `../shared/api-contract.md` describes.
+//!
+//! Writes go through [`raftgate_raft::cluster::Cluster::write`] (forwarded to the leader when
+//! this node follows); reads are linearizable unless `?consistency=stale`. Every error leaves
+//! through [`error::ApiError`], the one place that chooses statuses and JSON bodies.
+
+mod auth;
+mod body;
+mod cluster;
+mod consumers;
+mod error;
+mod keys;
+mod rate_limits;
+mod roles;
+mod routes;
+mod time;
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::routing::{get, post, put};
+use axum::Router;
+use raftgate_raft::cluster::Cluster;
+use raftgate_raft::command::{Op, Outcome, RequestId, Response};
+use raftgate_raft::network::wire::Caller;
+use sha2::{Digest, Sha256};
+
+pub use error::ApiError;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub cluster: Arc<Cluster>,
+    pub node_id: u64,
+}
+
+impl AdminState {
+    pub fn new(cluster: Arc<Cluster>, node_id: u64) -> Self {
+        Self { cluster, node_id }
+    }
+}
+
+/// Longest admin request body: policies are small; a megabyte is generous.
+const ADMIN_BODY_LEN_MAX: usize = 1024 * 1024;
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/v1/health", get(cluster::health))
+        .route("/metrics", get(cluster::metrics))
+        .route("/v1/cluster", get(cluster::show))
+        .route("/v1/debug/state", get(cluster::debug_state))
+        .route("/v1/cluster/members", post(cluster::add_member))
+        .route("/v1/cluster/members/{id}", axum::routing::delete(cluster::remove_member))
+        .route("/v1/consumers", post(consumers::create).get(consumers::list))
+        .route("/v1/consumers/{name}", get(consumers::get).delete(consumers::delete))
+        .route("/v1/roles", get(roles::list))
+        .route("/v1/roles/{name}", put(roles::put).get(roles::get).delete(roles::delete))
+        .route("/v1/routes", get(routes::list))
+        .route("/v1/routes/{name}", put(routes::put).get(routes::get).delete(routes::delete))
+        .route("/v1/rate-limits", get(rate_limits::list))
+        .route("/v1/rate-limits/{name}", put(rate_limits::put).get(rate_limits::get).delete(rate_limits::delete))
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/batch", post(keys::create_batch))
+        .route("/v1/keys/{id}", get(keys::get))
+        .route("/v1/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/keys/{id}/rotate", post(keys::rotate))
+        .fallback(|| async { ApiError::not_found("no such admin endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LEN_MAX))
+        .with_state(state)
+}
+
+/// Longest `Idempotency-Key` accepted.
+const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
+
+/// The request id for a write: derived from the caller's `Idempotency-Key` when given (so a
+/// client retry is applied once), random otherwise.
+fn request_id(caller: &auth::AdminCaller, headers: &HeaderMap) -> Result<RequestId, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(Cluster::new_request_id()),
+        Some(v) if v.len() > IDEMPOTENCY_KEY_LEN_MAX || v.is_empty() => {
+            Err(ApiError::bad_request(format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} bytes")))
+        }
+        Some(v) => {
+            let mut h = Sha256::new();
+            h.update(caller.digest);
+            h.update(v.as_bytes());
+            let d = h.finalize();
+            let mut id = RequestId::default();
+            id.copy_from_slice(&d[..16]);
+            Ok(id)
+        }
+    }
+}
+
+/// Proposes `op` for an admin caller and turns a refusal into an API error.
+async fn write(
+    state: &AdminState,
+    caller: &auth::AdminCaller,
+    headers: &HeaderMap,
+    op: Op,
+) -> Result<Outcome, ApiError> {
+    let id = request_id(caller, headers)?;
+    let written = state.cluster.write(Caller::Admin(caller.digest), id, op).await?;
+    match written.response {
+        Response::Ok(outcome) => Ok(outcome),
+        Response::Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,215 @@
+//! `raftgate serve`: startup, the background duties of a node, and the shutdown tree.
+//!
+//! Order matters: the Raft listener is up before the cluster is initialised, so peers can vote;
+//! the admin listener comes last. On SIGTERM the listeners stop accepting and drain, then Raft
+//! shuts down, then storage closes when the last handle drops.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use openraft::{BasicNode, SnapshotPolicy};
+use raftgate_raft::app::GatewayApp;
+use raftgate_raft::cluster::{Cluster, ClusterError};
+use raftgate_raft::command::Op;
+use raftgate_raft::network::wire::Caller;
+use raftgate_raft::network::{NetworkFactory, PeerRpc};
+use raftgate_raft::operations::BootstrapAdminToken;
+use raftgate_raft::Raft;
+use raftgate_storage::{RocksLogStore, RocksStateMachine};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{read_admin_token, Config, ServeArgs};
+use crate::{admin, identity};
+
+/// How long in-flight requests get to finish after SIGTERM before the node stops anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Snapshot transfer: per-chunk timeout. openraft's 200 ms default is too small for real
+/// snapshots on a busy 2-core node.
+const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 5_000;
+/// Snapshot chunk size: 1 MiB keeps each RPC well under the listener's body limit.
+const SNAPSHOT_CHUNK_LEN: u64 = 1024 * 1024;
+/// Log entries kept after a snapshot, so a briefly lagging follower catches up from the log.
+const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("config key `data_dir`: cannot create {}", config.data_dir.display()))?;
+    let (incarnation, fresh) = identity::load_or_create(&config.data_dir, config.id)?;
+    let bootstrap_token = bootstrap_token(&config, fresh)?;
+
+    let db = raftgate_storage::open(&config.data_dir.join("db"))?;
+    let log_store = RocksLogStore::new(db.clone());
+    let app = GatewayApp::new();
+    let view = app.view();
+    let sm = RocksStateMachine::open(db.clone(), &config.data_dir, app)?;
+
+    let raft_config = openraft::Config {
+        cluster_name: "raftgate".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_ms_min,
+        election_timeout_max: config.election_timeout_ms_max,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_LEN,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT.min(config.snapshot_logs_since_last),
+        ..Default::default()
+    }
+    .validate()
+    .context("raft settings")?;
+    let rpc = PeerRpc::new(config.id, incarnation, view.clone());
+    let network = NetworkFactory { rpc: rpc.clone() };
+    let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, sm).await.context("starting raft")?;
+    let cluster = Arc::new(Cluster::new(config.id, incarnation, raft.clone(), view, rpc));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let raft_listener = TcpListener::bind(config.raft_addr)
+        .await
+        .with_context(|| format!("config key `raft_addr`: cannot listen on {}", config.raft_addr))?;
+    let admin_listener = TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("config key `admin_addr`: cannot listen on {}", config.admin_addr))?;
+
+    let raft_server = tokio::spawn(serve_http(
+        raft_listener,
+        raftgate_raft::network::server::router(cluster.clone()),
+        shutdown_rx.clone(),
+    ));
+
+    if !config.join && !raft.is_initialized().await? {
+        let members: BTreeMap<u64, BasicNode> =
+            config.peers.iter().map(|(id, a)| (*id, BasicNode { addr: a.clone() })).collect();
+        tracing::info!(?members, "initialising a new cluster");
+        // Every node of a fresh cluster calls this with the same list; that is safe in openraft.
+        if let Err(e) = raft.initialize(members).await {
+            tracing::info!(error = %e, "initialise skipped");
+        }
+    }
+
+    let admin_state = admin::AdminState::new(cluster.clone(), config.id);
+    let admin_server = tokio::spawn(serve_http(admin_listener, admin::router(admin_state), shutdown_rx.clone()));
+    let duties = tokio::spawn(node_duties(cluster.clone(), bootstrap_token, shutdown_rx.clone()));
+
+    tracing::info!(
+        node_id = config.id,
+        raft_addr = %config.raft_addr,
+        admin_addr = %config.admin_addr,
+        proxy_addr = %config.proxy_addr,
+        data_dir = %config.data_dir.display(),
+        "raftgate node started"
+    );
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining listeners");
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = admin_server.await;
+        let _ = duties.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("admin requests still running after the grace period; stopping anyway");
+    }
+    raft.shutdown().await.ok();
+    raft_server.abort();
+    let _ = raft_server.await;
+    drop(cluster);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The bootstrap admin token's digest, if this start needs one. A fresh multi-node data dir
+/// without a token file is refused; the single-node try-out makes a random token instead.
+fn bootstrap_token(config: &Config, fresh: bool) -> anyhow::Result<Option<[u8; 32]>> {
+    if let Some(path) = &config.admin_token_file {
+        let token = read_admin_token(path)?;
+        return Ok(Some(Sha256::digest(token.as_bytes()).into()));
+    }
+    if !fresh || config.join {
+        return Ok(None);
+    }
+    if !config.single_node_default {
+        anyhow::bail!(
+            "config key `admin_token_file`: a new cluster needs a bootstrap admin token; write one of at least 32 \
+             characters to a file (head -c 32 /dev/urandom | base64 > token) and pass --admin-token-file token"
+        );
+    }
+    // The no-flag try-out: a random token, written where only this user can read it.
+    let token: String = hex::encode(rand::random::<[u8; 24]>());
+    let path = config.data_dir.join("admin-token");
+    write_private(&path, &token)?;
+    tracing::info!(path = %path.display(), "generated an admin token for this single-node try-out");
+    Ok(Some(Sha256::digest(token.as_bytes()).into()))
+}
+
+fn write_private(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Registers this data dir's incarnation with the cluster and proposes the bootstrap token,
+/// retrying until a leader takes them. A refused registration means this node's data dir was
+/// wiped: it exits rather than risk the cluster's log.
+async fn node_duties(cluster: Arc<Cluster>, bootstrap: Option<[u8; 32]>, mut shutdown: watch::Receiver<bool>) {
+    let mut registered = false;
+    let mut token_done = bootstrap.is_none();
+    let mut backoff = Duration::from_millis(200);
+    while !(registered && token_done) {
+        let is_member = cluster.raft.metrics().borrow().membership_config.membership().get_node(&cluster.id).is_some();
+        if is_member && cluster.leader().is_some() {
+            if !registered {
+                match cluster.register_self().await {
+                    Ok(()) => registered = true,
+                    Err(ClusterError::Invalid(msg)) => {
+                        tracing::error!(%msg, "this node cannot take part in the cluster; stopping");
+                        std::process::exit(3);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "registration will be retried"),
+                }
+            }
+            if let (false, Some(digest)) = (token_done, bootstrap) {
+                // Deterministic request id: every node proposing the same token is deduplicated.
+                let mut request_id = [0u8; 16];
+                request_id.copy_from_slice(&digest[..16]);
+                let op = Op::BootstrapAdminToken(BootstrapAdminToken { digest });
+                match cluster.write(Caller::Node, request_id, op).await {
+                    Ok(_) => token_done = true,
+                    Err(e) => tracing::debug!(error = %e, "bootstrap token will be retried"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn serve_http(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) {
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "listener failed");
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,176 @@
+//! The API key wire format, modelled on GitHub's tokens.
+//!
+//! `rgk_` + 12 base62 characters of public id + 32 base62 characters of secret + 6 base62
+//! characters of CRC-32 over everything before it: 54 characters in all. The prefix makes keys
+//! recognisable to secret scanners; the checksum lets the gateway reject a mistyped or forged
+//! key without touching any state. The 32-character secret carries 190 bits from the OS CSPRNG.
+//! Only a SHA-256 digest of the whole key is ever stored; SHA-256 suffices (no slow hash) because
+//! the secret is random, not a password.
+
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub const KEY_PREFIX: &str = "rgk_";
+/// Public id length: 12 base62 characters ≈ 71 bits, so ids never collide in practice.
+pub const KEY_ID_LEN: usize = 12;
+/// Secret length: 32 base62 characters ≈ 190 bits of CSPRNG output (≥ 128 required).
+const KEY_SECRET_LEN: usize = 32;
+/// CRC-32 fits in 6 base62 characters (62^6 > 2^32).
+const KEY_CHECKSUM_LEN: usize = 6;
+pub const KEY_LEN: usize = KEY_PREFIX.len() + KEY_ID_LEN + KEY_SECRET_LEN + KEY_CHECKSUM_LEN;
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFormatError {
+    #[error("key has the wrong length")]
+    Length,
+    #[error("key does not start with {KEY_PREFIX}")]
+    Prefix,
+    #[error("key has a character outside base62")]
+    Alphabet,
+    #[error("key checksum does not match")]
+    Checksum,
+}
+
+/// A freshly generated key. The full key leaves the node once, in the creation response.
+pub struct GeneratedKey {
+    pub id: String,
+    pub key: String,
+    pub digest: [u8; 32],
+}
+
+impl std::fmt::Debug for GeneratedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("GeneratedKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// A key whose format and checksum are valid; it may still be unknown or revoked.
+#[derive(Clone, Copy)]
+pub struct ParsedKey<'a> {
+    full: &'a str,
+}
+
+impl<'a> ParsedKey<'a> {
+    /// Checks length, prefix, alphabet and checksum, in that order, without any lookup.
+    pub fn parse(full: &'a str) -> Result<Self, KeyFormatError> {
+        if full.len() != KEY_LEN {
+            return Err(KeyFormatError::Length);
+        }
+        let body = full.strip_prefix(KEY_PREFIX).ok_or(KeyFormatError::Prefix)?;
+        if !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(KeyFormatError::Alphabet);
+        }
+        let (payload, checksum) = full.split_at(KEY_LEN - KEY_CHECKSUM_LEN);
+        if encode_checksum(crc32fast::hash(payload.as_bytes())).as_bytes() != checksum.as_bytes() {
+            return Err(KeyFormatError::Checksum);
+        }
+        Ok(Self { full })
+    }
+
+    /// The public id part, which names the key in the admin API and the audit trail.
+    pub fn id(&self) -> &'a str {
+        &self.full[KEY_PREFIX.len()..KEY_PREFIX.len() + KEY_ID_LEN]
+    }
+
+    pub fn digest(&self) -> [u8; 32] {
+        digest_key(self.full)
+    }
+
+    /// Compares this key's digest with a stored one in constant time.
+    pub fn matches(&self, stored: &[u8; 32]) -> bool {
+        self.digest().ct_eq(stored).into()
+    }
+}
+
+pub fn digest_key(full: &str) -> [u8; 32] {
+    Sha256::digest(full.as_bytes()).into()
+}
+
+impl GeneratedKey {
+    /// Generates a new key from the OS CSPRNG.
+    pub fn generate() -> Self {
+        let id = random_base62(KEY_ID_LEN);
+        let secret = random_base62(KEY_SECRET_LEN);
+        let payload = format!("{KEY_PREFIX}{id}{secret}");
+        let key = format!("{payload}{}", encode_checksum(crc32fast::hash(payload.as_bytes())));
+        let digest = digest_key(&key);
+        Self { id, key, digest }
+    }
+}
+
+fn random_base62(len: usize) -> String {
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        OsRng.fill_bytes(&mut buf);
+        // Rejection sampling keeps every character equally likely: 248 = 4 × 62.
+        for &b in buf.iter().filter(|&&b| b < 248) {
+            if out.len() == len {
+                break;
+            }
+            out.push(BASE62[(b % 62) as usize] as char);
+        }
+    }
+    out
+}
+
+fn encode_checksum(mut crc: u32) -> String {
+    let mut digits = [b'0'; KEY_CHECKSUM_LEN];
+    for d in digits.iter_mut().rev() {
+        *d = BASE62[(crc % 62) as usize];
+        crc /= 62;
+    }
+    String::from_utf8(digits.to_vec()).expect("base62 is ascii")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn generated_keys_parse_and_match() {
+        let k = GeneratedKey::generate();
+        assert_eq!(k.key.len(), KEY_LEN);
+        let parsed = ParsedKey::parse(&k.key).unwrap();
+        assert_eq!(parsed.id(), k.id);
+        assert!(parsed.matches(&k.digest));
+        assert!(!format!("{k:?}").contains(&k.key[KEY_PREFIX.len() + KEY_ID_LEN..]));
+    }
+
+    #[test]
+    fn rejects_malformed_keys() {
+        let k = GeneratedKey::generate().key;
+        assert_eq!(ParsedKey::parse(&k[1..]).err(), Some(KeyFormatError::Length));
+        assert_eq!(ParsedKey::parse(&format!("{k} ")).err(), Some(KeyFormatError::Length));
+        assert_eq!(ParsedKey::parse(&format!("xyz_{}", &k[4..])).err(), Some(KeyFormatError::Prefix));
+        assert_eq!(ParsedKey::parse(&k.replacen('_', "%", 1)).err(), Some(KeyFormatError::Prefix));
+        let mut bad = k.clone().into_bytes();
+        bad[10] = b'-';
+        assert_eq!(ParsedKey::parse(std::str::from_utf8(&bad).unwrap()).err(), Some(KeyFormatError::Alphabet));
+        assert_eq!(ParsedKey::parse(&format!("rgk_{}", k[4..].to_uppercase())).err(), Some(KeyFormatError::Checksum));
+    }
+
+    proptest! {
+        /// Any single-character change to a valid key is caught by the checksum (or format).
+        #[test]
+        fn single_substitution_is_rejected(pos in 4usize..KEY_LEN, c in 0usize..62) {
+            let k = GeneratedKey::generate().key;
+            let mut bytes = k.clone().into_bytes();
+            prop_assume!(bytes[pos] != BASE62[c]);
+            bytes[pos] = BASE62[c];
+            let changed = String::from_utf8(bytes).unwrap();
+            prop_assert!(ParsedKey::parse(&changed).is_err());
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic(s in ".{0,80}") {
+            let _ = ParsedKey::parse(&s);
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The immutable policy snapshot the data plane reads.
+//!
+//! The state machine owns the only mutable copy; after each applied batch it publishes a clone.
+//! The maps are persistent (structural sharing), so a clone is O(1) and an update O(log n):
+//! publishing after every write stays cheap with a million keys.
+
+use imbl::OrdMap;
+
+use super::{ApiKey, Consumer, Name, RateLimitPolicy, Role, Route};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// The Raft log index of the last entry this policy reflects; audit events name it.
+    pub version: u64,
+    /// Leader-stamped time of the last applied command: the cluster's agreed "now" at `version`.
+    pub time_ms: u64,
+    pub consumers: OrdMap<Name, Consumer>,
+    /// By public key id.
+    pub keys: OrdMap<String, ApiKey>,
+    pub roles: OrdMap<Name, Role>,
+    pub routes: OrdMap<Name, Route>,
+    pub rate_limits: OrdMap<Name, RateLimitPolicy>,
+}

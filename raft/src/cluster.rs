@@ -1,0 +1,410 @@
+//! The control-plane facade the admin API uses: writes from any node, linearizable reads,
+//! membership changes, status. Followers forward to the leader over the node-to-node channel.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use subtle::ConstantTimeEq;
+
+use crate::app::StateView;
+use crate::clock::Clock;
+use crate::command::{Op, Request, RequestId};
+use crate::network::client::RpcFailure;
+use crate::network::wire::{
+    path, Caller, ForwardMembership, ForwardWrite, LeaderRefusal, MembershipChange, NodeStatus, Written,
+};
+use crate::network::PeerRpc;
+use crate::operations::{RegisterNode, RetireNode};
+use crate::{Incarnation, NodeId, Raft};
+
+/// How long a write may take end to end, forwarding and leader changes included. Long enough
+/// to ride through an election (≤ 1 s by default) twice, short enough for an interactive call.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// Timeout of one forwarded call to the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before retrying when no leader is known, about one heartbeat.
+const NO_LEADER_BACKOFF: Duration = Duration::from_millis(100);
+/// Timeout of a status probe; a slow peer shows as unknown rather than stalling `/v1/cluster`.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long the leader keeps probing a joining node that does not answer yet (it may still be
+/// starting when the operator adds it).
+const JOIN_PROBE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a new member may take to catch up before the join call gives up (it stays a
+/// learner and is promoted by a repeated call).
+const CATCH_UP_DEADLINE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("caller is not allowed to do this")]
+    Forbidden,
+    #[error("no leader is reachable right now")]
+    NoLeader,
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub struct Cluster {
+    pub id: NodeId,
+    pub incarnation: Incarnation,
+    pub raft: Raft,
+    pub view: StateView,
+    rpc: PeerRpc,
+    clock: Clock,
+    /// One membership change at a time on this node (openraft refuses overlapping ones).
+    membership_lock: tokio::sync::Mutex<()>,
+}
+
+impl Cluster {
+    pub fn new(id: NodeId, incarnation: Incarnation, raft: Raft, view: StateView, rpc: PeerRpc) -> Self {
+        Self { id, incarnation, raft, view, rpc, clock: Clock::default(), membership_lock: Default::default() }
+    }
+
+    /// A fresh random request id.
+    pub fn new_request_id() -> RequestId {
+        rand::random()
+    }
+
+    /// Proposes `op` through the leader and returns once this node has applied it.
+    pub async fn write(&self, caller: Caller, request_id: RequestId, op: Op) -> Result<Written, ClusterError> {
+        let request = Request { request_id, ts_ms: 0, op };
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        let written = loop {
+            let attempt = match self.leader() {
+                Some((leader, _)) if leader == self.id => self.write_as_leader(caller, request.clone()).await,
+                Some((leader, addr)) => {
+                    let fw = ForwardWrite { caller, request: request.clone() };
+                    match self
+                        .rpc
+                        .call::<_, Result<Written, LeaderRefusal>>(leader, &addr, path::FORWARD, fw, FORWARD_TIMEOUT)
+                        .await
+                    {
+                        Ok(r) => r,
+                        // Outcome unknown: retrying with the same request id is safe.
+                        Err(e) => Err(LeaderRefusal::Unavailable(e.to_string())),
+                    }
+                }
+                None => Err(LeaderRefusal::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(w) => break w,
+                Err(LeaderRefusal::Forbidden) => return Err(ClusterError::Forbidden),
+                Err(LeaderRefusal::Invalid(m)) => return Err(ClusterError::Invalid(m)),
+                Err(e @ (LeaderRefusal::NotLeader { .. } | LeaderRefusal::Unavailable(_))) => {
+                    if Instant::now() + NO_LEADER_BACKOFF >= deadline {
+                        return Err(ClusterError::Timeout(format!(
+                            "write not committed within {WRITE_DEADLINE:?}: {e}"
+                        )));
+                    }
+                    tracing::debug!(error = %e, "write retry");
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                }
+            }
+        };
+        self.wait_applied(written.index, deadline).await?;
+        Ok(written)
+    }
+
+    /// Runs a write on this node, which believes it leads. Also serves forwarded writes.
+    pub async fn write_as_leader(&self, caller: Caller, mut request: Request) -> Result<Written, LeaderRefusal> {
+        if !self.caller_may(caller, &request.op) {
+            return Err(LeaderRefusal::Forbidden);
+        }
+        request.ts_ms = self.clock.now_ms();
+        match self.raft.client_write(request).await {
+            Ok(r) => Ok(Written { index: r.log_id.index, response: r.data }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(LeaderRefusal::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
+            }
+            Err(e) => Err(LeaderRefusal::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Whether `caller` may propose `op`. Node-internal operations need no token; everything
+    /// else needs a current admin token, compared in constant time.
+    fn caller_may(&self, caller: Caller, op: &Op) -> bool {
+        match caller {
+            Caller::Node => op.is_node_internal(),
+            Caller::Admin(digest) => self.is_admin(&digest),
+        }
+    }
+
+    pub fn is_admin(&self, digest: &[u8; 32]) -> bool {
+        let view = self.view.load();
+        let mut found = false;
+        for t in view.admin_tokens.values() {
+            found |= bool::from(t.digest.ct_eq(digest));
+        }
+        found
+    }
+
+    /// The current leader and its Raft address, as this node knows them.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&leader)?.addr.clone();
+        Some((leader, addr))
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ClusterError> {
+        let timeout = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "wait for local apply")
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterError::Timeout(format!("this node did not apply index {index}: {e}")))
+    }
+
+    /// Makes the next local read linearizable: confirms the leader's commit index with a
+    /// quorum (ReadIndex), then waits until this node has applied up to it.
+    pub async fn read_barrier(&self) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        loop {
+            let index = match self.leader() {
+                Some((leader, _)) if leader == self.id => self.read_index_as_leader().await,
+                Some((leader, addr)) => self
+                    .rpc
+                    .call::<_, Result<u64, LeaderRefusal>>(leader, &addr, path::READ_INDEX, (), FORWARD_TIMEOUT)
+                    .await
+                    .unwrap_or_else(|e| Err(LeaderRefusal::Unavailable(e.to_string()))),
+                None => Err(LeaderRefusal::NotLeader { leader: None }),
+            };
+            match index {
+                Ok(i) => return self.wait_applied(i, deadline).await,
+                Err(e) if Instant::now() + NO_LEADER_BACKOFF < deadline => {
+                    tracing::debug!(error = %e, "read barrier retry");
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                }
+                Err(_) => return Err(ClusterError::NoLeader),
+            }
+        }
+    }
+
+    pub async fn read_index_as_leader(&self) -> Result<u64, LeaderRefusal> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(LeaderRefusal::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
+            }
+            Err(e) => Err(LeaderRefusal::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Adds or removes a member through the leader.
+    pub async fn change_membership(&self, caller: Caller, change: MembershipChange) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        loop {
+            let attempt = match self.leader() {
+                Some((leader, _)) if leader == self.id => {
+                    self.change_membership_as_leader(caller, change.clone()).await
+                }
+                Some((leader, addr)) => {
+                    let fw = ForwardMembership { caller, change: change.clone() };
+                    let timeout = CATCH_UP_DEADLINE + FORWARD_TIMEOUT;
+                    self.rpc
+                        .call::<_, Result<(), LeaderRefusal>>(leader, &addr, path::MEMBERSHIP, fw, timeout)
+                        .await
+                        .unwrap_or_else(|e| Err(LeaderRefusal::Unavailable(e.to_string())))
+                }
+                None => Err(LeaderRefusal::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(LeaderRefusal::Forbidden) => return Err(ClusterError::Forbidden),
+                Err(LeaderRefusal::Invalid(m)) => return Err(ClusterError::Invalid(m)),
+                Err(LeaderRefusal::Unavailable(m)) => return Err(ClusterError::Unavailable(m)),
+                Err(LeaderRefusal::NotLeader { .. }) if Instant::now() + NO_LEADER_BACKOFF < deadline => {
+                    tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                }
+                Err(LeaderRefusal::NotLeader { .. }) => return Err(ClusterError::NoLeader),
+            }
+        }
+    }
+
+    pub async fn change_membership_as_leader(
+        &self,
+        caller: Caller,
+        change: MembershipChange,
+    ) -> Result<(), LeaderRefusal> {
+        let Caller::Admin(digest) = caller else { return Err(LeaderRefusal::Forbidden) };
+        if !self.is_admin(&digest) {
+            return Err(LeaderRefusal::Forbidden);
+        }
+        let _guard = self.membership_lock.lock().await;
+        let unavailable = |e: &dyn std::fmt::Display| LeaderRefusal::Unavailable(e.to_string());
+        match change {
+            MembershipChange::Add { id, raft_addr } => {
+                let view = self.view.load_full();
+                if view.nodes.get(&id).is_some_and(|n| n.retired) {
+                    return Err(LeaderRefusal::Invalid(format!(
+                        "node id {id} was removed before; ids are never reused, pick a new one"
+                    )));
+                }
+                let voters: BTreeSet<NodeId> =
+                    self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+                if voters.contains(&id) {
+                    return Err(LeaderRefusal::Invalid(format!("node {id} is already a voter")));
+                }
+                // Learn the new node's incarnation from the node itself, and record it before it
+                // receives a single entry.
+                let status = self.probe_new_node(id, &raft_addr).await?;
+                if status.node_id != id {
+                    return Err(LeaderRefusal::Invalid(format!(
+                        "{raft_addr} is node {}, not node {id}",
+                        status.node_id
+                    )));
+                }
+                let reg = Request {
+                    request_id: Self::new_request_id(),
+                    ts_ms: self.clock.now_ms(),
+                    op: Op::RegisterNode(RegisterNode { id, incarnation: status.incarnation }),
+                };
+                let r = self.raft.client_write(reg).await.map_err(|e| unavailable(&e))?;
+                if let crate::command::Response::Err(e) = r.data {
+                    return Err(LeaderRefusal::Invalid(e.message));
+                }
+                self.raft.add_learner(id, BasicNode { addr: raft_addr }, false).await.map_err(|e| unavailable(&e))?;
+                self.raft
+                    .wait(Some(CATCH_UP_DEADLINE))
+                    .metrics(
+                        |m| {
+                            let target = m.last_log_index;
+                            m.replication
+                                .as_ref()
+                                .and_then(|r| r.get(&id).cloned().flatten())
+                                .map(|l| Some(l.index) >= target.map(|t| t.saturating_sub(100)))
+                                .unwrap_or(false)
+                        },
+                        "learner caught up",
+                    )
+                    .await
+                    .map_err(|e| {
+                        LeaderRefusal::Unavailable(format!("node {id} joined as a learner but did not catch up: {e}"))
+                    })?;
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                Ok(())
+            }
+            MembershipChange::Remove { id } => {
+                let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+                let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+                let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+                if !voters.contains(&id) && !learners.contains(&id) {
+                    return Err(LeaderRefusal::Invalid(format!("node {id} is not a member")));
+                }
+                if voters.contains(&id) && voters.len() == 1 {
+                    return Err(LeaderRefusal::Invalid("cannot remove the last voter".into()));
+                }
+                // Retire the id first: if we crash between the two steps the id is never reused,
+                // which is the safe direction.
+                let retire = Request {
+                    request_id: Self::new_request_id(),
+                    ts_ms: self.clock.now_ms(),
+                    op: Op::RetireNode(RetireNode { id }),
+                };
+                self.raft.client_write(retire).await.map_err(|e| unavailable(&e))?;
+                if voters.contains(&id) {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(|e| unavailable(&e))?;
+                } else {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(|e| unavailable(&e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks a joining node for its status, retrying while it may still be starting.
+    async fn probe_new_node(&self, id: NodeId, raft_addr: &str) -> Result<NodeStatus, LeaderRefusal> {
+        let deadline = Instant::now() + JOIN_PROBE_DEADLINE;
+        loop {
+            match self.rpc.call(id, raft_addr, path::STATUS, (), STATUS_TIMEOUT).await {
+                Ok(status) => return Ok(status),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(LeaderRefusal::Invalid(format!(
+                        "cannot reach node {id} at {raft_addr}: {e}; start it with --join first"
+                    )))
+                }
+                Err(_) => tokio::time::sleep(NO_LEADER_BACKOFF).await,
+            }
+        }
+    }
+
+    /// This node's own status.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let state = match m.state {
+            ServerState::Leader => "Leader",
+            ServerState::Follower => "Follower",
+            ServerState::Learner => "Learner",
+            ServerState::Candidate => "Candidate",
+            ServerState::Shutdown => "Shutdown",
+        };
+        NodeStatus {
+            node_id: self.id,
+            incarnation: self.incarnation,
+            state: state.to_string(),
+            leader_id: m.current_leader,
+            term: m.current_term,
+            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
+        }
+    }
+
+    /// Every member with its Raft address, voter flag and (if it answers) its status.
+    pub async fn members(&self) -> Vec<(NodeId, String, bool, Option<NodeStatus>)> {
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes: BTreeMap<NodeId, BasicNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let probes = nodes.iter().map(|(id, node)| {
+            let rpc = self.rpc.clone();
+            let (id, addr) = (*id, node.addr.clone());
+            let me = (id == self.id).then(|| self.status());
+            async move {
+                let status = match me {
+                    Some(s) => Some(s),
+                    None => rpc.call::<_, NodeStatus>(id, &addr, path::STATUS, (), STATUS_TIMEOUT).await.ok(),
+                };
+                (id, addr, status)
+            }
+        });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .map(|(id, addr, s)| (id, addr, voters.contains(&id), s))
+            .collect()
+    }
+
+    /// Registers this node's incarnation with the cluster (once per data dir).
+    pub async fn register_self(&self) -> Result<(), ClusterError> {
+        let op = Op::RegisterNode(RegisterNode { id: self.id, incarnation: self.incarnation });
+        // Deterministic id: a retried registration of the same data dir is deduplicated.
+        let mut request_id = RequestId::default();
+        request_id[..8].copy_from_slice(&self.id.to_be_bytes());
+        request_id[8..].copy_from_slice(&self.incarnation[..8]);
+        let w = self.write(Caller::Node, request_id, op).await?;
+        match w.response {
+            crate::command::Response::Err(e) => Err(ClusterError::Invalid(e.message)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl From<RpcFailure> for ClusterError {
+    fn from(e: RpcFailure) -> Self {
+        ClusterError::Unavailable(e.to_string())
+    }
+}

@@ -1,0 +1,106 @@
+//! What goes into the Raft log and what comes out of applying it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::operations::{
+    BootstrapAdminToken, CreateKey, CreateKeys, DeleteConsumer, DeleteRateLimit, DeleteRole, DeleteRoute, PutConsumer,
+    PutRateLimit, PutRole, PutRoute, RegisterNode, RetireNode, RevokeKey, RotateKey,
+};
+use raftgate_proxy::policy::{ApiKey, Consumer};
+
+/// A unique id per admin request; a retry carries the same id and `apply` answers it from the
+/// dedup table instead of applying twice.
+pub type RequestId = [u8; 16];
+
+/// One log entry's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub request_id: RequestId,
+    /// Stamped by the leader just before it proposes; the state machine's only notion of time.
+    pub ts_ms: u64,
+    pub op: Op,
+}
+
+/// Every replicated operation; each lives in its own file under `operations/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    PutConsumer(PutConsumer),
+    DeleteConsumer(DeleteConsumer),
+    PutRole(PutRole),
+    DeleteRole(DeleteRole),
+    PutRoute(PutRoute),
+    DeleteRoute(DeleteRoute),
+    PutRateLimit(PutRateLimit),
+    DeleteRateLimit(DeleteRateLimit),
+    CreateKey(CreateKey),
+    CreateKeys(CreateKeys),
+    RevokeKey(RevokeKey),
+    RotateKey(RotateKey),
+    BootstrapAdminToken(BootstrapAdminToken),
+    RegisterNode(RegisterNode),
+    RetireNode(RetireNode),
+}
+
+impl Op {
+    /// Operations a node may propose for itself, without an admin token.
+    pub fn is_node_internal(&self) -> bool {
+        matches!(self, Op::BootstrapAdminToken(_) | Op::RegisterNode(_) | Op::RetireNode(_))
+    }
+
+    /// Operations that take access away; their callers wait until every node applied them.
+    pub fn narrows_access(&self) -> bool {
+        matches!(self, Op::RevokeKey(_) | Op::DeleteConsumer(_) | Op::DeleteRole(_) | Op::PutRole(_) | Op::RotateKey(_))
+    }
+}
+
+/// The result of applying one entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Ok(Outcome),
+    Err(OpError),
+}
+
+impl Default for Response {
+    /// Blank and membership entries answer with this.
+    fn default() -> Self {
+        Response::Ok(Outcome::Done)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Done,
+    /// `true` when the entity was created rather than replaced.
+    Put {
+        created: bool,
+    },
+    Consumer(Consumer),
+    Key(ApiKey),
+}
+
+/// A deterministic refusal: every node reaches the same one for the same entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct OpError {
+    pub code: OpErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpErrorCode {
+    NotFound,
+    Conflict,
+    Invalid,
+}
+
+impl OpError {
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self { code: OpErrorCode::NotFound, message: message.into() }
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self { code: OpErrorCode::Conflict, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self { code: OpErrorCode::Invalid, message: message.into() }
+    }
+}

@@ -1,0 +1,31 @@
+# Shared by the scripts in this folder: system packages and the cargo target dir.
+# shellcheck shell=bash
+
+# Debian packages raftgate needs to build and test: libclang for RocksDB's bindgen, a C++
+# toolchain for RocksDB itself, curl for the demo.
+RAFTGATE_APT_PACKAGES="libclang-dev clang build-essential pkg-config curl ca-certificates"
+
+install_system_packages() {
+    local missing=""
+    for p in $RAFTGATE_APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        echo "==> installing system packages:$missing"
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "error: run as root (or install these yourself):$missing" >&2
+            return 1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "error: cargo not found; install a Rust toolchain (rustup) first" >&2
+        return 1
+    fi
+}
+
+# RocksDB's C++ takes ~20 minutes to compile on 2 cores, once per profile. A target dir kept
+# outside the clone is reused by later clones on the same machine; a fresh machine just builds.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/raftgate-target}"

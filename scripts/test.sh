@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit, property, storage conformance and multi-process cluster
+# tests. One cargo profile (release) serves tests, benches and the binary the tests start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+install_system_packages
+
+echo "==> building (target dir: $CARGO_TARGET_DIR)"
+cargo build --release --locked --workspace --bins
+export RAFTGATE_BIN="$CARGO_TARGET_DIR/release/raftgate"
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --release --locked --workspace --no-fail-fast
+else
+    echo "==> cargo-nextest not found; using cargo test"
+    cargo test --release --locked --workspace --no-fail-fast
+fi
