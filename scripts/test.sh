@@ -11,6 +11,10 @@ echo "==> building (target dir: $CARGO_TARGET_DIR)"
 cargo build --release --locked --workspace --bins
 export RAFTGATE_BIN="$CARGO_TARGET_DIR/release/raftgate"
 
+echo "==> lints (rustfmt, clippy with warnings denied)"
+cargo fmt --all --check
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --release --locked --workspace --no-fail-fast
 else

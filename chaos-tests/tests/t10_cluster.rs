@@ -1,5 +1,7 @@
 //! The replicated control plane on real processes: 3 nodes on loopback ports, real RocksDB.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

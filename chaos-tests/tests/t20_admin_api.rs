@@ -1,6 +1,8 @@
 //! The admin API against a real single-node cluster: bad input gets a 4xx JSON error and
 //! changes nothing; the key lifecycle behaves as the contract says.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 use std::time::Duration;
 
 use chaos_tests::TestCluster;

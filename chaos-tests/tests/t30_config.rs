@@ -1,5 +1,7 @@
 //! Bad configuration stops the node with a message that names the key and the fix.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 use std::process::Command;
 
 use chaos_tests::node::{free_port, raftgate_bin};

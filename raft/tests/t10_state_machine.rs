@@ -2,6 +2,8 @@
 //! same snapshot bytes on replay, and snapshot → install elsewhere gives an equal state.
 //! Runs against the real RocksDB-backed store.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 use std::collections::BTreeMap;
 use std::io::Cursor;
 

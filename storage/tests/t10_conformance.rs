@@ -1,5 +1,7 @@
 //! openraft's own storage conformance suite against a real RocksDB in a temp dir.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 use std::collections::BTreeMap;
 use std::io::Cursor;
 

@@ -5,6 +5,8 @@
 //! cargo run --release -p chaos-tests --bin bench-control-plane -- --clients 64 --seconds 10 --kills 10 --keys 1000000
 //! ```
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
