@@ -6,7 +6,11 @@
 //! logs instead of hanging.
 
 pub mod cluster;
+pub mod fixture;
 pub mod node;
+pub mod raw;
+pub mod upstream;
 
 pub use cluster::{TestCluster, ADMIN_TOKEN};
 pub use node::NodeProc;
+pub use upstream::EchoUpstream;

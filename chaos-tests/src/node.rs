@@ -59,6 +59,10 @@ impl NodeProc {
         format!("127.0.0.1:{}", self.raft_port)
     }
 
+    pub fn proxy_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.proxy_port)
+    }
+
     pub fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.admin_port)
     }

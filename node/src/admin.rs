@@ -25,18 +25,30 @@ use raftgate_raft::command::{Op, Outcome, RequestId, Response};
 use raftgate_raft::network::wire::Caller;
 use sha2::{Digest, Sha256};
 
+pub use auth::AdminCaller;
 pub use error::ApiError;
+pub use time::rfc3339;
+
+use raftgate_proxy::audit::AuditQueue;
+use raftgate_proxy::gateway::Gateway;
+use raftgate_storage::AuditLog;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub cluster: Arc<Cluster>,
     pub node_id: u64,
+    /// This node's audit store, for queries and verification.
+    pub audit: Arc<AuditLog>,
+    /// Where admin actions are recorded (the same queue as data-plane decisions).
+    pub audit_queue: AuditQueue,
+    /// The data plane, for its metrics.
+    pub gateway: Arc<Gateway>,
 }
 
-impl AdminState {
-    pub fn new(cluster: Arc<Cluster>, node_id: u64) -> Self {
-        Self { cluster, node_id }
-    }
+/// Wall-clock milliseconds for admin audit events.
+#[allow(clippy::disallowed_methods, reason = "audit timestamps of admin actions are local wall time")]
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Longest admin request body: policies are small; a megabyte is generous.
@@ -63,7 +75,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/keys/{id}", get(keys::get))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/v1/keys/{id}/rotate", post(keys::rotate))
+        .route("/v1/audit", get(crate::audit::query))
+        .route("/v1/audit/verify", get(crate::audit::verify))
         .fallback(|| async { ApiError::not_found("no such admin endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::record_admin))
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LEN_MAX))
         .with_state(state)
 }

@@ -59,6 +59,12 @@ pub struct ServeArgs {
     /// Build a snapshot (and compact the log) after this many entries [default: 10000].
     #[arg(long)]
     pub snapshot_logs_since_last: Option<u64>,
+    /// Comma-separated IPs of load balancers whose X-Forwarded-For is believed [default: none].
+    #[arg(long)]
+    pub trusted_proxies: Option<String>,
+    /// A client must send a whole request head within this time [default: 10000].
+    #[arg(long)]
+    pub proxy_header_read_timeout_ms: Option<u64>,
 }
 
 /// The same keys in a TOML file.
@@ -77,6 +83,8 @@ struct FileConfig {
     election_timeout_ms_min: Option<u64>,
     election_timeout_ms_max: Option<u64>,
     snapshot_logs_since_last: Option<u64>,
+    trusted_proxies: Option<String>,
+    proxy_header_read_timeout_ms: Option<u64>,
 }
 
 /// A validated configuration.
@@ -95,6 +103,8 @@ pub struct Config {
     pub election_timeout_ms_min: u64,
     pub election_timeout_ms_max: u64,
     pub snapshot_logs_since_last: u64,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub proxy_header_read_timeout_ms: u64,
     /// True when no `peers` were given: the embedded single-node try-out.
     pub single_node_default: bool,
 }
@@ -198,8 +208,28 @@ impl Config {
         if snapshot_logs_since_last == 0 {
             return Err(err("snapshot_logs_since_last", "must be at least 1"));
         }
+        let trusted_proxies = match args.trusted_proxies.clone().or(file.trusted_proxies) {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse().map_err(|_| {
+                        err("trusted_proxies", format!("{s:?} is not an IP address; list IPs like 10.0.0.5,10.0.0.6"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let proxy_header_read_timeout_ms =
+            args.proxy_header_read_timeout_ms.or(file.proxy_header_read_timeout_ms).unwrap_or(10_000);
+        if !(100..=600_000).contains(&proxy_header_read_timeout_ms) {
+            return Err(err("proxy_header_read_timeout_ms", "must be 100 to 600000 (ms)"));
+        }
         Ok(Config {
             id,
+            trusted_proxies,
+            proxy_header_read_timeout_ms,
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             raft_addr,
             admin_addr,

@@ -5,6 +5,7 @@
 //! policy model and data plane in `raftgate-proxy`.
 
 mod admin;
+mod audit;
 mod cli;
 mod config;
 mod identity;
@@ -37,12 +38,26 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::KeysCmd,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
     /// Consumers.
     Consumers {
         #[command(flatten)]
         client: cli::ClientArgs,
         #[command(subcommand)]
         cmd: cli::ConsumersCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check this node's hash chain (works beside a running node: opens the store read-only).
+    Verify {
+        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
     },
 }
 
@@ -73,6 +88,7 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Cluster { client, cmd }) => cli::cluster(&client, cmd).await,
         Some(Command::Keys { client, cmd }) => cli::keys(&client, cmd).await,
         Some(Command::Consumers { client, cmd }) => cli::consumers(&client, cmd).await,
+        Some(Command::Audit { cmd: AuditCmd::Verify { data_dir } }) => audit::verify_offline(&data_dir),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use openraft::{BasicNode, SnapshotPolicy};
+use raftgate_proxy::audit::{AuditQueue, AUDIT_QUEUE_LEN_MAX};
+use raftgate_proxy::gateway::{Gateway, GatewayConfig};
+use raftgate_proxy::server::ServerConfig;
 use raftgate_raft::app::GatewayApp;
 use raftgate_raft::cluster::{Cluster, ClusterError};
 use raftgate_raft::command::Op;
@@ -46,6 +49,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let log_store = RocksLogStore::new(db.clone());
     let app = GatewayApp::new();
     let view = app.view();
+    let policy = app.policy();
     let sm = RocksStateMachine::open(db.clone(), &config.data_dir, app)?;
 
     let raft_config = openraft::Config {
@@ -66,7 +70,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, sm).await.context("starting raft")?;
     let cluster = Arc::new(Cluster::new(config.id, incarnation, raft.clone(), view, rpc));
 
+    let audit_log =
+        Arc::new(raftgate_storage::AuditLog::open(&config.data_dir.join("audit")).context("opening the audit store")?);
+    let (audit_queue, audit_rx) = AuditQueue::new(AUDIT_QUEUE_LEN_MAX);
+    let audit_writer = tokio::spawn(crate::audit::writer(audit_log.clone(), audit_rx));
+    let gateway = Arc::new(Gateway::new(
+        GatewayConfig {
+            node_id: config.id,
+            trusted_proxies: config.trusted_proxies.clone(),
+            ..GatewayConfig::default()
+        },
+        policy,
+        audit_queue.clone(),
+    ));
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let proxy_listener = TcpListener::bind(config.proxy_addr)
+        .await
+        .with_context(|| format!("config key `proxy_addr`: cannot listen on {}", config.proxy_addr))?;
     let raft_listener = TcpListener::bind(config.raft_addr)
         .await
         .with_context(|| format!("config key `raft_addr`: cannot listen on {}", config.raft_addr))?;
@@ -74,11 +95,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("config key `admin_addr`: cannot listen on {}", config.admin_addr))?;
 
-    let raft_server = tokio::spawn(serve_http(
-        raft_listener,
-        raftgate_raft::network::server::router(cluster.clone()),
-        shutdown_rx.clone(),
-    ));
+    let raft_router = raftgate_raft::network::server::router(cluster.clone())
+        .merge(crate::audit::raft_routes(cluster.clone(), audit_log.clone()));
+    let raft_server = tokio::spawn(serve_http(raft_listener, raft_router, shutdown_rx.clone()));
 
     if !config.join && !raft.is_initialized().await? {
         let members: BTreeMap<u64, BasicNode> =
@@ -90,7 +109,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
-    let admin_state = admin::AdminState::new(cluster.clone(), config.id);
+    let server_config = ServerConfig {
+        header_read_timeout: Duration::from_millis(config.proxy_header_read_timeout_ms),
+        ..ServerConfig::default()
+    };
+    let proxy_server = tokio::spawn(raftgate_proxy::server::serve(
+        proxy_listener,
+        gateway.clone(),
+        server_config,
+        shutdown_rx.clone(),
+    ));
+    let housekeeping = tokio::spawn(limiter_housekeeping(gateway.clone(), shutdown_rx.clone()));
+    let admin_state = admin::AdminState {
+        cluster: cluster.clone(),
+        node_id: config.id,
+        audit: audit_log.clone(),
+        audit_queue: audit_queue.clone(),
+        gateway: gateway.clone(),
+    };
     let admin_server = tokio::spawn(serve_http(admin_listener, admin::router(admin_state), shutdown_rx.clone()));
     let duties = tokio::spawn(node_duties(cluster.clone(), bootstrap_token, shutdown_rx.clone()));
 
@@ -107,12 +143,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining listeners");
     let _ = shutdown_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = proxy_server.await;
         let _ = admin_server.await;
         let _ = duties.await;
+        let _ = housekeeping.await;
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("admin requests still running after the grace period; stopping anyway");
+        tracing::warn!("requests still running after the grace period; stopping anyway");
+    }
+    // The writer ends once every sender is gone; give it the grace period to flush.
+    drop(audit_queue);
+    drop(gateway);
+    if tokio::time::timeout(SHUTDOWN_GRACE, audit_writer).await.is_err() {
+        tracing::warn!("audit writer did not finish flushing in time");
     }
     raft.shutdown().await.ok();
     raft_server.abort();
@@ -194,7 +238,18 @@ async fn node_duties(cluster: Arc<Cluster>, bootstrap: Option<[u8; 32]>, mut shu
     }
 }
 
+/// Forgets idle rate-limit subjects once a minute.
+async fn limiter_housekeeping(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => gateway.limits.housekeeping(),
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+        }
+    }
+}
+
 async fn serve_http(listener: TcpListener, router: axum::Router, mut shutdown: watch::Receiver<bool>) {
+    let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|s| *s).await;

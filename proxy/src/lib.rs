@@ -1,10 +1,22 @@
 //! The data plane and the policy model it enforces.
 //!
-//! For now this crate holds the policy model: consumers, API keys (and their wire format),
-//! roles, routes and rate-limit policies, gathered in an immutable [`policy::Policy`] snapshot
-//! that the state machine publishes after every applied change.
+//! `policy` is the model the control plane replicates: consumers, API keys (and their wire
+//! format), roles, routes and rate-limit policies, gathered in an immutable
+//! [`policy::Policy`] snapshot that the state machine publishes after every applied change.
+//! The rest is the proxy: [`server`] accepts connections, [`gateway::Gateway`] runs each
+//! request through the phases in [`phases`] and records the decision in the audit queue.
 //!
 //! It must not depend on openraft, RocksDB or the `raft`/`storage` crates: the request path
 //! reads a published snapshot and can never await consensus or disk by accident.
 
+pub mod audit;
+pub mod canonical;
+mod clock;
+pub mod deny;
+pub mod gateway;
+pub mod limits;
+pub mod metrics;
+pub mod phases;
 pub mod policy;
+pub mod server;
+pub mod upstream;

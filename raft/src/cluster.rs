@@ -28,6 +28,8 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 const NO_LEADER_BACKOFF: Duration = Duration::from_millis(100);
 /// Timeout of a status probe; a slow peer shows as unknown rather than stalling `/v1/cluster`.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Poll interval while waiting for members to confirm an applied index.
+const CONFIRM_POLL: Duration = Duration::from_millis(10);
 /// How long the leader keeps probing a joining node that does not answer yet (it may still be
 /// starting when the operator adds it).
 const JOIN_PROBE_DEADLINE: Duration = Duration::from_secs(5);
@@ -63,6 +65,11 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(id: NodeId, incarnation: Incarnation, raft: Raft, view: StateView, rpc: PeerRpc) -> Self {
         Self { id, incarnation, raft, view, rpc, clock: Clock::default(), membership_lock: Default::default() }
+    }
+
+    /// The node-to-node client, for calls that other crates add to the Raft listener.
+    pub fn rpc(&self) -> &PeerRpc {
+        &self.rpc
     }
 
     /// A fresh random request id.
@@ -327,6 +334,41 @@ impl Cluster {
         }
     }
 
+    /// Waits until every member reports `last_applied ≥ index`, up to `bound`. Returns the
+    /// members that did not confirm in time (empty when all did).
+    pub async fn wait_members_applied(&self, index: u64, bound: Duration) -> Vec<NodeId> {
+        let deadline = Instant::now() + bound;
+        let mut pending: Vec<(NodeId, String)> = self.members_addrs();
+        loop {
+            let probes = pending.iter().map(|(id, addr)| {
+                let rpc = self.rpc.clone();
+                let (id, addr) = (*id, addr.clone());
+                let me = (id == self.id).then(|| self.status());
+                async move {
+                    let applied = match me {
+                        Some(s) => Some(s.last_applied),
+                        None => rpc
+                            .call::<_, NodeStatus>(id, &addr, path::STATUS, (), STATUS_TIMEOUT)
+                            .await
+                            .ok()
+                            .map(|s| s.last_applied),
+                    };
+                    (id, addr, applied.is_some_and(|a| a >= index))
+                }
+            });
+            pending = futures::future::join_all(probes)
+                .await
+                .into_iter()
+                .filter(|(_, _, ok)| !ok)
+                .map(|(id, a, _)| (id, a))
+                .collect();
+            if pending.is_empty() || Instant::now() >= deadline {
+                return pending.into_iter().map(|(id, _)| id).collect();
+            }
+            tokio::time::sleep(CONFIRM_POLL).await;
+        }
+    }
+
     /// Asks a joining node for its status, retrying while it may still be starting.
     async fn probe_new_node(&self, id: NodeId, raft_addr: &str) -> Result<NodeStatus, LeaderRefusal> {
         let deadline = Instant::now() + JOIN_PROBE_DEADLINE;
@@ -362,6 +404,12 @@ impl Cluster {
             last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
             last_log_index: m.last_log_index.unwrap_or(0),
         }
+    }
+
+    /// Every member's id and Raft address, from this node's view of the membership.
+    pub fn members_addrs(&self) -> Vec<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().nodes().map(|(id, n)| (*id, n.addr.clone())).collect()
     }
 
     /// Every member with its Raft address, voter flag and (if it answers) its status.

@@ -7,12 +7,14 @@
 //!
 //! It must not: depend on the `raft` or `proxy` crates, read a clock, or spawn tasks.
 
+mod audit_log;
 mod codec;
 mod db;
 mod log_store;
 mod snapshot;
 mod state_machine;
 
+pub use audit_log::{AuditError, AuditLog, ChainBreak};
 pub use codec::{decode, encode, CodecError, FORMAT_VERSION};
 pub use db::{open, StorageOpenError, CF_LOG, CF_META, CF_SM_META, CF_STATE};
 pub use log_store::RocksLogStore;

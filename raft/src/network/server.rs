@@ -33,7 +33,7 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .with_state(cluster)
 }
 
-fn reply<T: Serialize>(value: &T) -> Response {
+pub fn reply<T: Serialize>(value: &T) -> Response {
     match encode(value) {
         Ok(bytes) => (StatusCode::OK, bytes).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -42,7 +42,7 @@ fn reply<T: Serialize>(value: &T) -> Response {
 
 /// Decodes an envelope and checks that it is meant for this incarnation of this node, from the
 /// incarnation of the sender that the cluster registered.
-fn open<T: DeserializeOwned>(cluster: &Cluster, body: &[u8]) -> Result<T, Response> {
+pub fn open<T: DeserializeOwned>(cluster: &Cluster, body: &[u8]) -> Result<T, Response> {
     let env: Envelope<T> = decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())?;
     if env.to != cluster.id {
         return Err((StatusCode::CONFLICT, format!("this is node {}, not node {}", cluster.id, env.to)).into_response());

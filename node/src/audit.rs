@@ -1,0 +1,256 @@
+//! The node's audit trail: the writer that drains the data plane's queue into the hash-chained
+//! store, the admin-action recorder, and cluster-wide queries (`GET /v1/audit` asks every
+//! member over the node-to-node channel and merges newest first).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Json;
+use raftgate_proxy::audit::{AuditEvent, AuditQueue};
+use raftgate_raft::cluster::Cluster;
+use raftgate_raft::network::server::{open, reply};
+use raftgate_storage::AuditLog;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::admin::{AdminState, ApiError};
+
+/// Events written per batch: one RocksDB write (and at most one fsync) per batch.
+const WRITE_BATCH_LEN_MAX: usize = 1024;
+/// Most events one query returns.
+const QUERY_LIMIT_MAX: usize = 1000;
+const QUERY_LIMIT_DEFAULT: usize = 100;
+/// How long a query waits for each peer's part; a slow or dead peer is left out and named.
+const PEER_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Path of the audit query on the Raft listener.
+pub const RAFT_AUDIT_PATH: &str = "/raft/audit";
+
+/// Drains the queue into the store until the queue closes.
+pub async fn writer(log: Arc<AuditLog>, mut rx: mpsc::Receiver<AuditEvent>) {
+    let mut buf = Vec::with_capacity(WRITE_BATCH_LEN_MAX);
+    while rx.recv_many(&mut buf, WRITE_BATCH_LEN_MAX).await > 0 {
+        let bodies: Vec<Vec<u8>> = buf.drain(..).filter_map(|e| serde_json::to_vec(&e).ok()).collect();
+        let log = log.clone();
+        match tokio::task::spawn_blocking(move || log.append(&bodies)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "audit write failed"),
+            Err(e) => tracing::error!(error = %e, "audit writer task failed"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub consumer: Option<String>,
+    pub key: Option<String>,
+    pub decision: Option<String>,
+    /// Unix milliseconds or RFC 3339 (`2026-11-28T08:00:00Z`).
+    pub since: Option<String>,
+    pub limit: Option<usize>,
+    /// Only this node's events (used between nodes; also useful to operators).
+    #[serde(default)]
+    pub local: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Filter {
+    consumer: Option<String>,
+    key: Option<String>,
+    decision: Option<String>,
+    since_ms: u64,
+    limit: usize,
+}
+
+fn parse_since(s: &str) -> Option<u64> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Some(ms);
+    }
+    // YYYY-MM-DDTHH:MM:SS[.mmm]Z
+    let b = s.as_bytes();
+    if b.len() < 20 || !s.ends_with('Z') || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d, hh, mm, ss) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
+    let ms = if b.get(19) == Some(&b'.') { s.get(20..s.len() - 1)?.get(..3)?.parse::<i64>().ok()? } else { 0 };
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms).ok()
+}
+
+impl AuditQuery {
+    fn filter(&self) -> Result<Filter, ApiError> {
+        let since_ms = match &self.since {
+            None => 0,
+            Some(s) => parse_since(s).ok_or_else(|| {
+                ApiError::bad_request("since: give Unix milliseconds or RFC 3339 like 2026-11-28T08:00:00Z")
+            })?,
+        };
+        if let Some(d) = &self.decision {
+            if d != "allow" && d != "deny" {
+                return Err(ApiError::bad_request("decision: \"allow\" or \"deny\""));
+            }
+        }
+        let limit = self.limit.unwrap_or(QUERY_LIMIT_DEFAULT);
+        if limit == 0 || limit > QUERY_LIMIT_MAX {
+            return Err(ApiError::bad_request(format!("limit: 1 to {QUERY_LIMIT_MAX}")));
+        }
+        let key = self.key.as_deref().map(|k| k.strip_prefix("rgk_").unwrap_or(k).to_string());
+        Ok(Filter { consumer: self.consumer.clone(), key, decision: self.decision.clone(), since_ms, limit })
+    }
+}
+
+/// This node's matching events, newest first.
+fn local_events(log: &AuditLog, f: &Filter) -> Vec<AuditEvent> {
+    let mut out = Vec::new();
+    let result = log.scan_newest(|_, body| {
+        let Ok(e) = serde_json::from_slice::<AuditEvent>(body) else { return true };
+        if e.ts_ms < f.since_ms {
+            return false;
+        }
+        let keep = f.consumer.as_ref().is_none_or(|c| e.consumer.as_ref() == Some(c))
+            && f.key.as_ref().is_none_or(|k| e.key_id.as_ref() == Some(k))
+            && f.decision.as_ref().is_none_or(|d| &e.decision == d);
+        if keep {
+            out.push(e);
+        }
+        out.len() < f.limit
+    });
+    if let Err(e) = result {
+        tracing::error!(error = %e, "audit scan failed");
+    }
+    out
+}
+
+fn view(e: &AuditEvent) -> Value {
+    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+    v["ts"] = json!(crate::admin::rfc3339(e.ts_ms));
+    v
+}
+
+/// `GET /v1/audit`: the cluster's events, newest first.
+pub async fn query(
+    State(state): State<AdminState>,
+    _c: crate::admin::AdminCaller,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let f = q.filter()?;
+    let log = state.audit.clone();
+    let f2 = f.clone();
+    let mut events = tokio::task::spawn_blocking(move || local_events(&log, &f2)).await.unwrap_or_default();
+    let mut unreachable = Vec::new();
+    if !q.local {
+        let members = state.cluster.members_addrs();
+        let calls = members.into_iter().filter(|(id, _)| *id != state.node_id).map(|(id, addr)| {
+            let rpc = state.cluster.rpc().clone();
+            let f = f.clone();
+            async move { (id, rpc.call::<_, Vec<AuditEvent>>(id, &addr, RAFT_AUDIT_PATH, f, PEER_QUERY_TIMEOUT).await) }
+        });
+        for (id, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(mut evs) => events.append(&mut evs),
+                Err(e) => {
+                    tracing::warn!(node = id, error = %e, "audit query: node did not answer");
+                    unreachable.push(id);
+                }
+            }
+        }
+    }
+    events.sort_by(|a, b| b.ts_ms.cmp(&a.ts_ms).then(b.node_id.cmp(&a.node_id)));
+    events.truncate(f.limit);
+    Ok(Json(json!({ "events": events.iter().map(view).collect::<Vec<_>>(), "unreachable_nodes": unreachable })))
+}
+
+/// `GET /v1/audit/verify`: checks this node's chain.
+pub async fn verify(State(state): State<AdminState>, _c: crate::admin::AdminCaller) -> Result<Json<Value>, ApiError> {
+    let log = state.audit.clone();
+    let r =
+        tokio::task::spawn_blocking(move || log.verify()).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
+    match r {
+        Ok(Ok(n)) => Ok(Json(json!({ "node_id": state.node_id, "ok": true, "records": n }))),
+        Ok(Err(brk)) => Ok(Json(json!({ "node_id": state.node_id, "ok": false, "error": brk.to_string() }))),
+        Err(e) => Err(ApiError::bad_request(e.to_string())),
+    }
+}
+
+/// The audit query on the Raft listener, answered from this node's store only.
+pub fn raft_routes(cluster: Arc<Cluster>, log: Arc<AuditLog>) -> axum::Router {
+    axum::Router::new().route(
+        RAFT_AUDIT_PATH,
+        axum::routing::post(move |body: Bytes| {
+            let (cluster, log) = (cluster.clone(), log.clone());
+            async move {
+                match open::<Filter>(&cluster, &body) {
+                    Ok(f) => {
+                        let events =
+                            tokio::task::spawn_blocking(move || local_events(&log, &f)).await.unwrap_or_default();
+                        reply(&events)
+                    }
+                    Err(r) => r,
+                }
+            }
+        }),
+    )
+}
+
+/// Records every admin request (but health, metrics and audit reads) as an `admin` event.
+pub async fn record_admin(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let client_ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let resp = next.run(req).await;
+    let quiet = path == "/v1/health" || path == "/metrics" || (method == "GET" && path.starts_with("/v1/audit"));
+    if !quiet {
+        let status = resp.status().as_u16();
+        let ok = status < 400;
+        state.audit_queue.record(AuditEvent {
+            ts_ms: crate::admin::now_ms(),
+            node_id: state.node_id,
+            kind: "admin".into(),
+            decision: if ok { "allow" } else { "deny" }.into(),
+            reason: if ok { "ok".into() } else { format!("status_{status}") },
+            key_id: None,
+            consumer: None,
+            route: None,
+            method,
+            path: path.chars().take(512).collect(),
+            status,
+            latency_us: started.elapsed().as_micros() as u64,
+            client_ip,
+            policy_version: state.cluster.view.load().policy.version,
+        });
+    }
+    resp
+}
+
+/// The CLI's offline check: `raftgate audit verify --data-dir DIR`.
+pub fn verify_offline(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let log = AuditLog::open_read_only(&data_dir.join("audit"))?;
+    match log.verify()? {
+        Ok(n) => {
+            println!("audit chain intact: {n} records");
+            Ok(())
+        }
+        Err(brk) => anyhow::bail!("audit chain broken: {brk}"),
+    }
+}
+
+/// The queue's figures for `/metrics`.
+pub fn queue_figures(q: &AuditQueue) -> (i64, i64) {
+    (q.depth() as i64, q.stats().dropped.load(std::sync::atomic::Ordering::Relaxed) as i64)
+}

@@ -1,0 +1,84 @@
+//! Audit events and the bounded queue that takes them off the request path.
+//!
+//! Overflow policy: when the queue is full the newest event is dropped and counted
+//! (`raftgate_audit_dropped_total`), and a warning is logged at most once a second. The request
+//! is never delayed by the audit trail. The writer behind the queue (in `node`) hash-chains the
+//! events into the node's append-only audit store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// Queue length: at 20k requests/s this is three seconds of events, enough to ride out a slow
+/// disk without holding unbounded memory (~64k × ~300 B ≈ 20 MB).
+pub const AUDIT_QUEUE_LEN_MAX: usize = 65_536;
+
+/// One decision, for the audit trail. Never holds a secret: keys appear by public id only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub ts_ms: u64,
+    pub node_id: u64,
+    /// `access` for data-plane decisions, `admin` for admin API actions.
+    pub kind: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// Why: `ok`, `malformed`, `unknown`, `revoked`, `forbidden`, `rate_limited`, ...
+    pub reason: String,
+    pub key_id: Option<String>,
+    pub consumer: Option<String>,
+    pub route: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub latency_us: u64,
+    pub client_ip: String,
+    /// The applied log index of the policy that decided.
+    pub policy_version: u64,
+}
+
+/// The sending side, cloned into every request handler.
+#[derive(Clone)]
+pub struct AuditQueue {
+    tx: mpsc::Sender<AuditEvent>,
+    stats: Arc<AuditStats>,
+}
+
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    pub dropped: AtomicU64,
+    pub enqueued: AtomicU64,
+    last_warn_s: AtomicU64,
+}
+
+impl AuditQueue {
+    /// A queue and its receiving end, for the writer task.
+    pub fn new(len: usize) -> (Self, mpsc::Receiver<AuditEvent>) {
+        let (tx, rx) = mpsc::channel(len);
+        (Self { tx, stats: Arc::default() }, rx)
+    }
+
+    pub fn record(&self, event: AuditEvent) {
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let now_s = crate::clock::now_ms() / 1000;
+                if self.stats.last_warn_s.swap(now_s, Ordering::Relaxed) != now_s {
+                    tracing::warn!(dropped, "audit queue full: events are being dropped");
+                }
+            }
+        }
+    }
+
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub fn stats(&self) -> &AuditStats {
+        &self.stats
+    }
+}

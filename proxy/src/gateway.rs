@@ -1,0 +1,283 @@
+//! The gateway: runs every request through the phases and records the decision.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::audit::{AuditEvent, AuditQueue};
+use crate::canonical::canonicalize;
+use crate::clock::now_ms;
+use crate::deny::Deny;
+use crate::limits::Limits;
+use crate::metrics::{ProxyMetrics, RequestLabels};
+use crate::phases::{authenticate, authorize, forward, headers, rate_limit, route};
+use crate::policy::{AuthMethod, Policy};
+use crate::upstream::{Body, Upstreams};
+
+/// Data-plane limits and timeouts. Defaults are for a gateway in front of JSON APIs.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub node_id: u64,
+    /// Largest request body forwarded (10 MiB).
+    pub body_len_max: u64,
+    /// Longest request URI (8 KiB, like most servers).
+    pub uri_len_max: usize,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_response_timeout: Duration,
+    /// Peers whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            body_len_max: 10 * 1024 * 1024,
+            uri_len_max: 8 * 1024,
+            upstream_connect_timeout: Duration::from_secs(2),
+            upstream_response_timeout: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+pub struct Gateway {
+    cfg: GatewayConfig,
+    /// The policy published by the state machine; loaded once per request.
+    policy: Arc<ArcSwap<Policy>>,
+    pub limits: Limits,
+    upstreams: Upstreams,
+    audit: AuditQueue,
+    pub metrics: ProxyMetrics,
+}
+
+/// What the phases learned, for the audit event.
+#[derive(Default)]
+struct Facts {
+    route: Option<String>,
+    key_id: Option<String>,
+    consumer: Option<String>,
+    path: String,
+}
+
+impl Gateway {
+    pub fn new(cfg: GatewayConfig, policy: Arc<ArcSwap<Policy>>, audit: AuditQueue) -> Self {
+        let upstreams = Upstreams::new(cfg.upstream_connect_timeout);
+        Self { cfg, policy, limits: Limits::new(), upstreams, audit, metrics: ProxyMetrics::new() }
+    }
+
+    pub fn audit_queue(&self) -> &AuditQueue {
+        &self.audit
+    }
+
+    /// Handles one request end to end. Never fails: every outcome is a response.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let policy = self.policy.load_full();
+        let client_ip = headers::client_ip(peer, req.headers(), &self.cfg.trusted_proxies);
+        let method = req.method().to_string();
+        let mut facts = Facts { path: req.uri().path().chars().take(512).collect(), ..Facts::default() };
+        let (resp, reason) = match self.run(req, &policy, client_ip, &mut facts).await {
+            Ok(resp) => (resp, "ok"),
+            Err(deny) => {
+                match deny.status {
+                    StatusCode::UNAUTHORIZED => self.metrics.auth_failures.inc(),
+                    StatusCode::TOO_MANY_REQUESTS => self.metrics.rate_limited.inc(),
+                    _ => 0,
+                };
+                let reason = deny.reason;
+                (deny.into_response(), reason)
+            }
+        };
+        let decision = if reason == "ok" { "allow" } else { "deny" };
+        let status = resp.status().as_u16();
+        let elapsed = started.elapsed();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels { route: facts.route.clone().unwrap_or_default(), decision, status })
+            .inc();
+        self.metrics.latency_seconds.observe(elapsed.as_secs_f64());
+        self.audit.record(AuditEvent {
+            ts_ms: now_ms(),
+            node_id: self.cfg.node_id,
+            kind: "access".into(),
+            decision: decision.into(),
+            reason: reason.into(),
+            key_id: facts.key_id,
+            consumer: facts.consumer,
+            route: facts.route,
+            method,
+            path: facts.path,
+            status,
+            latency_us: elapsed.as_micros() as u64,
+            client_ip: client_ip.to_string(),
+            policy_version: policy.version,
+        });
+        resp
+    }
+
+    async fn run(
+        &self,
+        req: Request<Incoming>,
+        policy: &Policy,
+        client_ip: IpAddr,
+        facts: &mut Facts,
+    ) -> Result<Response<Body>, Deny> {
+        // Phase 1: canonicalise (framing first: smuggling attempts never get further).
+        check_framing(&req)?;
+        let uri = req.uri();
+        if uri.scheme().is_some() || uri.authority().is_some() && req.version() < http::Version::HTTP_2 {
+            return Err(Deny::bad_request("absolute_form"));
+        }
+        if uri.to_string().len() > self.cfg.uri_len_max {
+            return Err(Deny::new(StatusCode::URI_TOO_LONG, "uri_too_long"));
+        }
+        let canon = canonicalize(uri.path()).map_err(|e| Deny::bad_request(e.reason()))?;
+        facts.path = canon.clone();
+        let mut hosts = req.headers().get_all(http::header::HOST).iter();
+        let (h1, h2) = (hosts.next(), hosts.next());
+        if h2.is_some() {
+            return Err(Deny::bad_request("duplicate_host"));
+        }
+        let host = match (uri.authority(), h1) {
+            (Some(a), Some(h)) if h.as_bytes() != a.as_str().as_bytes() => {
+                return Err(Deny::bad_request("host_mismatch"))
+            }
+            (Some(a), _) => Some(a.host().to_ascii_lowercase()),
+            (None, Some(h)) => {
+                let h = h.to_str().map_err(|_| Deny::bad_request("bad_host"))?;
+                if h.contains('@') {
+                    return Err(Deny::bad_request("bad_host"));
+                }
+                Some(
+                    h.rsplit_once(':')
+                        .map_or(h, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { h })
+                        .to_ascii_lowercase(),
+                )
+            }
+            (None, None) => None,
+        };
+        let method = req.method().as_str().to_string();
+
+        // Phase 2: route.
+        let route = route::find(policy, host.as_deref(), &method, &canon)
+            .ok_or_else(|| Deny::new(StatusCode::NOT_FOUND, "no_route"))?;
+        facts.route = Some(route.name.to_string());
+
+        // Phase 3: authenticate.
+        let presented = authenticate::credential(req.headers())?;
+        let anonymous_ok = route.auth.contains(&AuthMethod::None);
+        let caller = match presented {
+            None if anonymous_ok => None,
+            None => return Err(self.auth_failed(client_ip, Deny::unauthorized("missing"))),
+            Some(raw) => match authenticate::authenticate(policy, raw, now_ms()) {
+                Ok(c) => Some(c),
+                Err(d) => return Err(self.auth_failed(client_ip, d)),
+            },
+        };
+        if let Some(c) = &caller {
+            facts.key_id = Some(c.key.id.clone());
+            facts.consumer = Some(c.consumer.name.to_string());
+        }
+
+        // Phase 4: authorize.
+        if let Some(c) = &caller {
+            authorize::authorize(policy, c, &method, &canon)?;
+        }
+
+        // Phase 5: rate-limit.
+        let ip = client_ip.to_string();
+        let subjects = rate_limit::Subjects {
+            key_id: facts.key_id.as_deref(),
+            consumer: facts.consumer.as_deref(),
+            client_ip: &ip,
+        };
+        let tightest = rate_limit::check(&self.limits, policy, route, &subjects)?;
+
+        // Phase 6: forward.
+        let (parts, body) = req.into_parts();
+        if parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > self.cfg.body_len_max)
+        {
+            return Err(Deny::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+        }
+        let has_body = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || parts.headers.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
+            || (parts.version == http::Version::HTTP_2 && !hyper::body::Body::is_end_stream(&body));
+        let mut out_headers = parts.headers;
+        headers::clean_request(&mut out_headers);
+        headers::set(&mut out_headers, "x-forwarded-for", &ip);
+        headers::set(&mut out_headers, "x-forwarded-proto", "http");
+        if let Some(h) = &host {
+            headers::set(&mut out_headers, "x-forwarded-host", h);
+        }
+        if let Some(c) = &caller {
+            headers::set(&mut out_headers, "x-gateway-consumer", c.consumer.name.as_str());
+            headers::set(&mut out_headers, "x-gateway-key-id", &c.key.id);
+            headers::set(&mut out_headers, "x-gateway-roles", &authorize::role_names(c));
+        }
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{canon}?{q}"),
+            None => canon,
+        };
+        let out = forward::Outbound {
+            method: parts.method,
+            path_and_query,
+            headers: out_headers,
+            body: has_body.then_some(body),
+            body_len_max: self.cfg.body_len_max,
+        };
+        let mut resp = forward::forward(
+            &self.upstreams,
+            route.name.as_str(),
+            &route.upstreams,
+            out,
+            self.cfg.upstream_response_timeout,
+        )
+        .await?;
+        if caller.as_ref().is_some_and(|c| c.deprecated) {
+            resp.headers_mut().insert("deprecation", HeaderValue::from_static("true"));
+        }
+        if let Some(limit) = tightest {
+            resp.headers_mut().insert("ratelimit-limit", HeaderValue::from(limit));
+        }
+        Ok(resp)
+    }
+
+    /// Counts a failed authentication against the client IP; past its allowance the answer
+    /// becomes a cheap 429.
+    fn auth_failed(&self, ip: IpAddr, deny: Deny) -> Deny {
+        match self.limits.failed_auth(ip) {
+            Ok(()) => deny,
+            Err(wait) => Deny::new(StatusCode::TOO_MANY_REQUESTS, "auth_flood")
+                .with_header(http::header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))),
+        }
+    }
+}
+
+/// Refuses ambiguous HTTP/1 framing (request smuggling, RFC 9112 §6.1): Content-Length together
+/// with Transfer-Encoding, Transfer-Encoding other than exactly `chunked`, more than one of
+/// either, or Transfer-Encoding on HTTP/1.0. The connection is closed after the 400, because
+/// the server can no longer know where the next request starts.
+fn check_framing(req: &Request<Incoming>) -> Result<(), Deny> {
+    let h = req.headers();
+    let te: Vec<_> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();
+    let cl = h.get_all(http::header::CONTENT_LENGTH).iter().count();
+    let smuggling = || {
+        Deny::bad_request("ambiguous_framing").with_header(http::header::CONNECTION, HeaderValue::from_static("close"))
+    };
+    if te.is_empty() {
+        return if cl > 1 { Err(smuggling()) } else { Ok(()) };
+    }
+    if cl > 0 || te.len() > 1 || te[0].as_bytes() != b"chunked" || req.version() == http::Version::HTTP_10 {
+        return Err(smuggling());
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Phase 5, rate-limit (local mode): per-node GCRA limiters from governor, keyed by subject.
+//! Also the per-IP limiter on failed authentications that makes an invalid-key flood cheap.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::policy::{Name, RateLimitPolicy};
+
+/// Failed authentications allowed per client IP: a burst of 20, refilled at 10 per second.
+/// A client with a valid key never meets it; a scanner is slowed to a trickle after 20 tries.
+const FAILED_AUTH_PER_IP_PER_S: u32 = 10;
+const FAILED_AUTH_BURST: u32 = 20;
+
+type Keyed = DefaultKeyedRateLimiter<String>;
+
+/// One policy's limiter and the parameters it was built from.
+struct Entry {
+    policy: RateLimitPolicy,
+    limiter: Arc<Keyed>,
+}
+
+/// Over a limit: which policy and when to retry.
+#[derive(Debug, Clone)]
+pub struct Exceeded {
+    pub policy: Name,
+    pub limit: u64,
+    pub window_s: u64,
+    pub retry_after: Duration,
+}
+
+pub struct Limits {
+    /// Local-mode limiters by policy name, rebuilt when a policy's parameters change.
+    by_policy: RwLock<HashMap<Name, Entry>>,
+    failed_auth: RateLimiter<IpAddr, governor::state::keyed::DefaultKeyedStateStore<IpAddr>, DefaultClock>,
+    clock: DefaultClock,
+}
+
+fn quota(p: &RateLimitPolicy) -> Quota {
+    let limit = u32::try_from(p.limit).unwrap_or(u32::MAX).max(1);
+    // Replenish one unit every window/limit, with a burst of the whole limit: at most `limit`
+    // in any window once the bucket is drained.
+    let period = Duration::from_secs(p.window_s.max(1)) / limit;
+    Quota::with_period(period.max(Duration::from_nanos(1)))
+        .expect("period is positive")
+        .allow_burst(NonZeroU32::new(limit).expect("limit ≥ 1"))
+}
+
+impl Limits {
+    pub fn new() -> Self {
+        let q = Quota::per_second(NonZeroU32::new(FAILED_AUTH_PER_IP_PER_S).expect("nonzero"))
+            .allow_burst(NonZeroU32::new(FAILED_AUTH_BURST).expect("nonzero"));
+        Self { by_policy: RwLock::default(), failed_auth: RateLimiter::keyed(q), clock: DefaultClock::default() }
+    }
+
+    fn limiter(&self, p: &RateLimitPolicy) -> Arc<Keyed> {
+        if let Some(e) = self.by_policy.read().expect("limits lock").get(&p.name) {
+            if e.policy == *p {
+                return e.limiter.clone();
+            }
+        }
+        let mut map = self.by_policy.write().expect("limits lock");
+        let e = map
+            .entry(p.name.clone())
+            .or_insert_with(|| Entry { policy: p.clone(), limiter: Arc::new(RateLimiter::keyed(quota(p))) });
+        if e.policy != *p {
+            *e = Entry { policy: p.clone(), limiter: Arc::new(RateLimiter::keyed(quota(p))) };
+        }
+        e.limiter.clone()
+    }
+
+    /// Charges `p.cost` to `subject` under policy `p`.
+    pub fn check(&self, p: &RateLimitPolicy, subject: &str) -> Result<(), Exceeded> {
+        let limiter = self.limiter(p);
+        let cost = NonZeroU32::new(u32::try_from(p.cost).unwrap_or(u32::MAX).max(1)).expect("≥ 1");
+        let exceeded =
+            |retry_after| Exceeded { policy: p.name.clone(), limit: p.limit, window_s: p.window_s, retry_after };
+        // Subjects are small strings; a String key per check is the price of a keyed store.
+        match limiter.check_key_n(&subject.to_string(), cost) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(exceeded(not_until.wait_time_from(self.clock.now()))),
+            Err(_) => Err(exceeded(Duration::from_secs(p.window_s))),
+        }
+    }
+
+    /// Records a failed authentication from `ip`; `Err` once that IP is over its allowance.
+    pub fn failed_auth(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.failed_auth.check_key(&ip).map_err(|n| n.wait_time_from(self.clock.now()))
+    }
+
+    /// Forgets idle subjects so the keyed stores do not grow without bound.
+    pub fn housekeeping(&self) {
+        for e in self.by_policy.read().expect("limits lock").values() {
+            e.limiter.retain_recent();
+            e.limiter.shrink_to_fit();
+        }
+        self.failed_auth.retain_recent();
+        self.failed_auth.shrink_to_fit();
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new()
+    }
+}

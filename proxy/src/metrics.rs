@@ -1,0 +1,56 @@
+//! Data-plane metrics in Prometheus form.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub decision: &'static str,
+    pub status: u16,
+}
+
+pub struct ProxyMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency_seconds: Histogram,
+    pub auth_failures: Counter,
+    pub rate_limited: Counter,
+}
+
+impl ProxyMetrics {
+    pub fn new() -> Self {
+        Self {
+            requests: Family::default(),
+            // 50 µs to ~1.6 s in powers of two: the proxy hop lives at the low end.
+            latency_seconds: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.00005, 2.0, 16,
+            )),
+            auth_failures: Counter::default(),
+            rate_limited: Counter::default(),
+        }
+    }
+
+    pub fn register(&self, r: &mut Registry) {
+        r.register("proxy_requests", "Proxied requests by route, decision and status", self.requests.clone());
+        r.register(
+            "proxy_request_duration_seconds",
+            "Time from request head to response head",
+            self.latency_seconds.clone(),
+        );
+        r.register(
+            "proxy_auth_failures",
+            "Requests refused for a missing or invalid credential",
+            self.auth_failures.clone(),
+        );
+        r.register("proxy_rate_limited", "Requests refused by a rate limit", self.rate_limited.clone());
+    }
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

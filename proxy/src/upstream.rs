@@ -1,0 +1,103 @@
+//! Phase 6, forward: the pooled keep-alive client, round-robin over a route's upstreams, passive
+//! ejection of failing ones, and one retry of idempotent, bodiless requests that failed to
+//! connect.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::clock::now_ms;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Consecutive failures after which an upstream is ejected.
+const EJECT_AFTER_FAILURES: u32 = 3;
+/// How long an ejected upstream is skipped before it is tried again.
+const EJECT_FOR_MS: u64 = 10_000;
+/// Idle upstream connections kept per host: enough for 64 busy client connections.
+const POOL_IDLE_PER_HOST: usize = 128;
+
+#[derive(Default)]
+struct Health {
+    consecutive_failures: AtomicU32,
+    ejected_until_ms: AtomicU64,
+}
+
+pub struct Upstreams {
+    client: Client<HttpConnector, Body>,
+    /// Round-robin cursor per route name.
+    cursors: RwLock<HashMap<String, Arc<AtomicUsize>>>,
+    /// Passive health per upstream base URL.
+    health: RwLock<HashMap<String, Arc<Health>>>,
+}
+
+impl Upstreams {
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Self { client, cursors: RwLock::default(), health: RwLock::default() }
+    }
+
+    pub fn client(&self) -> &Client<HttpConnector, Body> {
+        &self.client
+    }
+
+    fn health(&self, upstream: &str) -> Arc<Health> {
+        if let Some(h) = self.health.read().expect("health lock").get(upstream) {
+            return h.clone();
+        }
+        self.health.write().expect("health lock").entry(upstream.to_string()).or_default().clone()
+    }
+
+    /// Upstreams of a route in the order to try them: round-robin start, ejected ones last.
+    pub fn order<'a>(&self, route: &str, upstreams: &'a [String]) -> Vec<&'a str> {
+        let cursor = {
+            let found = self.cursors.read().expect("cursor lock").get(route).cloned();
+            found.unwrap_or_else(|| {
+                self.cursors.write().expect("cursor lock").entry(route.to_string()).or_default().clone()
+            })
+        };
+        let start = cursor.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let n = upstreams.len();
+        let mut healthy = Vec::with_capacity(n);
+        let mut ejected = Vec::new();
+        for i in 0..n {
+            let u = upstreams[(start + i) % n].as_str();
+            if self.health(u).ejected_until_ms.load(Ordering::Relaxed) > now {
+                ejected.push(u);
+            } else {
+                healthy.push(u);
+            }
+        }
+        healthy.extend(ejected);
+        healthy
+    }
+
+    pub fn report(&self, upstream: &str, ok: bool) {
+        let h = self.health(upstream);
+        if ok {
+            h.consecutive_failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        let failures = h.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= EJECT_AFTER_FAILURES {
+            h.ejected_until_ms.store(now_ms() + EJECT_FOR_MS, Ordering::Relaxed);
+            tracing::warn!(upstream, failures, "upstream ejected");
+        }
+    }
+}
