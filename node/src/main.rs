@@ -13,6 +13,11 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the proxy path allocates a handful of small objects per request, and glibc's
+/// malloc showed ~5% of proxy CPU in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "raftgate", version, about = "API access gateway replicated with Raft")]
 struct Cli {

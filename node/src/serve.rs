@@ -85,8 +85,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let proxy_listener = TcpListener::bind(config.proxy_addr)
-        .await
+    let proxy_listener = std::net::TcpListener::bind(config.proxy_addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .with_context(|| format!("config key `proxy_addr`: cannot listen on {}", config.proxy_addr))?;
     let raft_listener = TcpListener::bind(config.raft_addr)
         .await
@@ -113,7 +113,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         header_read_timeout: Duration::from_millis(config.proxy_header_read_timeout_ms),
         ..ServerConfig::default()
     };
-    let proxy_server = tokio::spawn(raftgate_proxy::server::serve(
+    let proxy_server = tokio::spawn(raftgate_proxy::server::serve_threads(
         proxy_listener,
         gateway.clone(),
         server_config,

@@ -133,7 +133,7 @@ impl Gateway {
         if uri.scheme().is_some() || uri.authority().is_some() && req.version() < http::Version::HTTP_2 {
             return Err(Deny::bad_request("absolute_form"));
         }
-        if uri.to_string().len() > self.cfg.uri_len_max {
+        if uri.path_and_query().map_or(0, |p| p.as_str().len()) > self.cfg.uri_len_max {
             return Err(Deny::new(StatusCode::URI_TOO_LONG, "uri_too_long"));
         }
         let canon = canonicalize(uri.path()).map_err(|e| Deny::bad_request(e.reason()))?;

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub h2_streams_max: u32,
     /// How long in-flight requests get to finish on shutdown.
     pub drain_grace: Duration,
+    /// Proxy threads, each with its own single-threaded runtime (0 = one per CPU).
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +42,7 @@ impl Default for ServerConfig {
             connections_max: 10_000,
             h2_streams_max: 256,
             drain_grace: Duration::from_secs(10),
+            threads: 0,
         }
     }
 }
@@ -50,14 +53,58 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Serves until `shutdown` turns true, then drains within the grace period.
-pub async fn serve(
+/// Serves on `threads` dedicated threads, each a single-threaded runtime accepting from the
+/// same listener: a request, its upstream connection and its response stay on one thread (no
+/// cross-thread wake-ups on the hot path), and data-plane load cannot starve the runtime that
+/// runs Raft heartbeats. Returns once every thread has drained after `shutdown`.
+pub async fn serve_threads(
+    listener: std::net::TcpListener,
+    gateway: Arc<Gateway>,
+    cfg: ServerConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    let threads =
+        if cfg.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.threads };
+    let permits = Arc::new(Semaphore::new(cfg.connections_max));
+    let mut done = Vec::new();
+    for i in 0..threads {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        done.push(rx);
+        let listener = match listener.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot share the proxy listener");
+                break;
+            }
+        };
+        let (gateway, cfg, shutdown, permits) = (gateway.clone(), cfg.clone(), shutdown.clone(), permits.clone());
+        let spawned = std::thread::Builder::new().name(format!("proxy-{i}")).spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("proxy runtime");
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => serve_on(l, gateway, cfg, shutdown, permits).await,
+                    Err(e) => tracing::error!(error = %e, "proxy listener"),
+                }
+            });
+            let _ = tx.send(());
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a proxy thread");
+        }
+    }
+    for rx in done {
+        let _ = rx.await;
+    }
+}
+
+/// One thread's accept loop; serves until `shutdown`, then drains within the grace period.
+async fn serve_on(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     cfg: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
+    permits: Arc<Semaphore>,
 ) {
-    let permits = Arc::new(Semaphore::new(cfg.connections_max));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -81,8 +128,12 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    // Another thread took the connection (WouldBlock), or the system is out of
+                    // descriptors: back off briefly either way.
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        tracing::warn!(error = %e, "accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
             },
@@ -103,7 +154,6 @@ pub async fn serve(
             drop(permit);
         });
     }
-    tracing::info!("proxy listener closed; draining connections");
     if tokio::time::timeout(cfg.drain_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("proxy connections still open after the drain grace; closing them");
     }

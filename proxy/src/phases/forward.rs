@@ -36,6 +36,7 @@ pub async fn forward(
 ) -> Result<Response<Body>, Deny> {
     let order = upstreams.order(route, targets);
     let retryable = out.body.is_none() && is_idempotent(&out.method);
+    let mut headers = out.headers;
     let mut body =
         out.body.map(|b| http_body_util::Limited::new(b, out.body_len_max as usize).map_err(BoxError::from).boxed());
     // One retry at most, and only for requests that cannot have reached the upstream.
@@ -47,7 +48,8 @@ pub async fn forward(
         let b: Body = body.take().unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
         let mut req = Request::builder().method(out.method.clone()).uri(uri);
         if let Some(h) = req.headers_mut() {
-            *h = out.headers.clone();
+            // Only a request that may be retried keeps a copy of its headers.
+            *h = if i + 1 < attempts { headers.clone() } else { std::mem::take(&mut headers) };
         }
         let req = req.body(b).map_err(|_| Deny::new(StatusCode::BAD_GATEWAY, "bad_upstream_request"))?;
         match tokio::time::timeout(timeout, upstreams.client().request(req)).await {

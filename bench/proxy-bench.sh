@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Data-plane benchmark (../shared/reference/benchmarks.md protocol): one fast upstream (nginx
+# returning a static 200), wrk at fixed connections, interleaved rounds of
+#   (a) direct to the upstream, (b) nginx as a keep-alive reverse proxy with no checks,
+#   (c) raftgate with key auth + RBAC + rate limit + audit,
+# plus the invalid-key flood and the 429 path. Prints req/s, ratios, CPU per request.
+# Usage: bench/proxy-bench.sh [rounds] [seconds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ROUNDS=${1:-3}; SECS=${2:-10}; CONNS=${3:-64}
+for p in nginx-light wrk; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$p" >/dev/null; }
+    }
+done
+cargo build --release --locked --bin raftgate >/dev/null
+BIN="$CARGO_TARGET_DIR/release/raftgate"
+W=$(mktemp -d); trap 'kill $(cat $W/*.pid 2>/dev/null) 2>/dev/null; nginx -c $W/nginx.conf -s stop 2>/dev/null || true; rm -rf $W' EXIT
+UP=18080; NGX=18081; RG=18082; ADM=18083; RAFT=18084
+
+cat > "$W/nginx.conf" <<NGINX
+worker_processes 1;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream up { server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
+  server { listen 127.0.0.1:$NGX; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+NGINX
+nginx -c "$W/nginx.conf"
+
+head -c 32 /dev/urandom | base64 > "$W/token"
+"$BIN" serve --id 1 --data-dir "$W/rg" --raft-addr 127.0.0.1:$RAFT --admin-addr 127.0.0.1:$ADM \
+    --proxy-addr 127.0.0.1:$RG --admin-token-file "$W/token" >"$W/rg.log" 2>&1 &
+echo $! > "$W/rg.pid"
+RGPID=$(cat "$W/rg.pid")
+T=$(cat "$W/token")
+api() { curl -fsS -X "$1" -H "Authorization: Bearer $T" -H 'content-type: application/json' "http://127.0.0.1:$ADM$2" ${3:+-d "$3"}; }
+for _ in $(seq 1 100); do api GET /v1/consumers >/dev/null 2>&1 && break; sleep 0.1; done
+api PUT /v1/roles/reader '{"permissions":[{"methods":["GET"],"path":"/**"}]}' >/dev/null
+api PUT /v1/rate-limits/big '{"limit":100000000,"window_s":60,"per":"key"}' >/dev/null
+api PUT /v1/rate-limits/tiny '{"limit":1,"window_s":3600,"per":"key"}' >/dev/null
+api PUT /v1/routes/api "{\"path_prefix\":\"/\",\"upstreams\":[\"http://127.0.0.1:$UP\"],\"rate_limits\":[\"big\"]}" >/dev/null
+api PUT /v1/routes/limited "{\"path_prefix\":\"/limited\",\"upstreams\":[\"http://127.0.0.1:$UP\"],\"rate_limits\":[\"tiny\"]}" >/dev/null
+api POST /v1/consumers '{"name":"bench","roles":["reader"]}' >/dev/null
+KEY=$(api POST /v1/keys '{"consumer":"bench"}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
+BAD="rgk_000000000000000000000000000000000000000000000000aa"
+
+cpu_ticks() { awk '{print $14+$15}' /proc/"$1"/stat; }
+run() { # name url [header]
+    local name=$1 url=$2 hdr=${3:-} out rps
+    if [ -n "$hdr" ]; then out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H "$hdr" "$url"); else out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$url"); fi
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p99=$(echo "$out" | awk '/ 99%/ {print $2}')
+    echo "$name $rps $p99"
+}
+declare -A SUM
+echo "rounds=$ROUNDS seconds=$SECS connections=$CONNS (wrk -t2), nginx $(nginx -v 2>&1 | cut -d/ -f2)"
+for r in $(seq 1 "$ROUNDS"); do
+    for case in direct nginx raftgate flood limited; do
+        t0=$(cpu_ticks "$RGPID")
+        case $case in
+            direct) line=$(run direct "http://127.0.0.1:$UP/") ;;
+            nginx) line=$(run nginx "http://127.0.0.1:$NGX/") ;;
+            raftgate) line=$(run raftgate "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $KEY") ;;
+            flood) line=$(run flood "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $BAD") ;;
+            limited) line=$(run limited "http://127.0.0.1:$RG/limited/x" "Authorization: Bearer $KEY") ;;
+        esac
+        t1=$(cpu_ticks "$RGPID")
+        rps=$(echo "$line" | awk '{print $2}')
+        echo "round $r: $line  raftgate-cpu-ticks=$((t1 - t0))"
+        SUM[$case]="${SUM[$case]:-} $rps"
+        if [ "$case" = raftgate ]; then
+            SUM[rg_cpu]="${SUM[rg_cpu]:-} $(awk -v t=$((t1 - t0)) -v r="$rps" -v s="$SECS" 'BEGIN{ printf "%.1f", t*10000/(r*s) }')"
+        fi
+    done
+done
+median() { echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+D=$(median ${SUM[direct]}); N=$(median ${SUM[nginx]}); G=$(median ${SUM[raftgate]}); F=$(median ${SUM[flood]}); L=$(median ${SUM[limited]})
+echo
+echo "median req/s: direct $D | nginx proxy $N | raftgate full pipeline $G | invalid-key flood $F | 429 path $L"
+awk -v d="$D" -v n="$N" -v g="$G" -v f="$F" 'BEGIN {
+  printf "raftgate / direct = %.2f   raftgate / nginx = %.2f   flood / raftgate = %.2f\n", g/d, g/n, f/g }'
+echo "raftgate CPU per proxied request (µs, user+sys, medians): $(median ${SUM[rg_cpu]})"
+echo "audit queue after the run: $(curl -fsS http://127.0.0.1:$ADM/metrics | grep -E '^raftgate_audit_(queue_depth|dropped)' | tr '\n' ' ')"
