@@ -12,6 +12,8 @@ use crate::node::NodeProc;
 pub const ADMIN_TOKEN: &str = "chaos-tests-admin-token-0123456789abcdef";
 
 pub struct TestCluster {
+    /// The fault-injecting network between the nodes, when started with one.
+    pub net: Option<crate::faultnet::FaultNet>,
     /// Holds the data dirs and logs; removed when the cluster is dropped.
     pub dir: tempfile::TempDir,
     pub nodes: BTreeMap<u64, NodeProc>,
@@ -28,21 +30,43 @@ impl TestCluster {
     /// Starts `n` nodes with the same `--peers` list and waits until the cluster answers
     /// authenticated admin calls.
     pub async fn start(n: u64, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_inner(n, extra, false).await
+    }
+
+    /// Like [`Self::start`], with every node-to-node link running through a [`FaultNet`].
+    ///
+    /// [`FaultNet`]: crate::faultnet::FaultNet
+    pub async fn start_with_faults(n: u64, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_inner(n, extra, true).await
+    }
+
+    async fn start_inner(n: u64, extra: &[&str], faulty: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let token_file = dir.path().join("admin-token");
         std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n"))?;
         let nodes: BTreeMap<u64, NodeProc> = (1..=n).map(|id| (id, NodeProc::new(id, dir.path()))).collect();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
-        let mut c = Self { dir, nodes, token_file, http, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let net = if faulty {
+            let real = nodes.iter().map(|(id, n)| (*id, n.raft_addr().parse().expect("socket addr"))).collect();
+            Some(crate::faultnet::FaultNet::start(&real).await)
+        } else {
+            None
+        };
+        let mut c = Self { net, dir, nodes, token_file, http, extra: extra.iter().map(|s| s.to_string()).collect() };
         let peers = c.peers();
-        let args = c.node_args(&[
+        let base = c.node_args(&[
             "--peers".to_string(),
             peers,
             "--admin-token-file".to_string(),
             c.token_file.display().to_string(),
         ]);
-        for node in c.nodes.values_mut() {
-            node.start(&args);
+        let ids: Vec<u64> = c.nodes.keys().copied().collect();
+        for id in ids {
+            let mut args = base.clone();
+            if c.net.is_some() {
+                args.extend(["--raft-source-ip".to_string(), crate::faultnet::source_ip(id).to_string()]);
+            }
+            c.node(id).start(&args);
         }
         c.wait_ready(Duration::from_secs(30)).await?;
         Ok(c)
@@ -54,8 +78,24 @@ impl TestCluster {
         args
     }
 
+    /// The `--peers` list: the fault proxies' addresses when there is a fault network.
     pub fn peers(&self) -> String {
-        self.nodes.values().map(|n| format!("{}={}", n.id, n.raft_addr())).collect::<Vec<_>>().join(",")
+        self.nodes
+            .values()
+            .map(|n| match &self.net {
+                Some(net) => format!("{}={}", n.id, net.advertised[&n.id]),
+                None => format!("{}={}", n.id, n.raft_addr()),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn net(&self) -> &crate::faultnet::FaultNet {
+        self.net.as_ref().expect("cluster started with start_with_faults")
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
     }
 
     pub fn node(&mut self, id: u64) -> &mut NodeProc {
@@ -138,9 +178,11 @@ impl TestCluster {
         bail!("no leader within {timeout:?}\n{}", self.logs())
     }
 
-    /// Waits until every node answers an authenticated linearizable read.
+    /// Waits until every node answers an authenticated linearizable read and has registered
+    /// its data dir with the cluster (so later state comparisons see a settled registry).
     async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
+        let all: Vec<u64> = self.nodes.keys().copied().collect();
         for id in self.nodes.keys() {
             loop {
                 if let Ok((200, _)) = self.get(*id, "/v1/consumers").await {
@@ -152,7 +194,22 @@ impl TestCluster {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        Ok(())
+        let first = all[0];
+        loop {
+            if let Ok((200, v)) = self.get(first, "/v1/debug/state").await {
+                let registered: Vec<u64> = v["registered_nodes"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+                    .unwrap_or_default();
+                if all.iter().all(|id| registered.contains(id)) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("nodes did not all register within {timeout:?}\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `(last_applied, state_hash)` of node `id`.

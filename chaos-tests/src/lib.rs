@@ -6,9 +6,11 @@
 //! logs instead of hanging.
 
 pub mod cluster;
+pub mod faultnet;
 pub mod fixture;
 pub mod node;
 pub mod raw;
+pub mod scenario;
 pub mod upstream;
 
 pub use cluster::{TestCluster, ADMIN_TOKEN};

@@ -106,7 +106,13 @@ fn request_id(caller: &auth::AdminCaller, headers: &HeaderMap) -> Result<Request
     }
 }
 
-/// Proposes `op` for an admin caller and turns a refusal into an API error.
+/// How long a write that takes access away waits for every member to apply it.
+const NARROWING_CONFIRM_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Proposes `op` for an admin caller and turns a refusal into an API error. A write that takes
+/// access away (revoke, rotate, deletes, role changes) answers only once every member has
+/// applied it; a member that does not confirm in time turns the answer into a 504 that says
+/// so (the change is committed and that member applies it when it catches up).
 async fn write(
     state: &AdminState,
     caller: &auth::AdminCaller,
@@ -114,9 +120,26 @@ async fn write(
     op: Op,
 ) -> Result<Outcome, ApiError> {
     let id = request_id(caller, headers)?;
+    let narrows = op.narrows_access();
     let written = state.cluster.write(Caller::Admin(caller.digest), id, op).await?;
-    match written.response {
-        Response::Ok(outcome) => Ok(outcome),
-        Response::Err(e) => Err(e.into()),
+    let outcome = match written.response {
+        Response::Ok(outcome) => outcome,
+        Response::Err(e) => return Err(e.into()),
+    };
+    if narrows {
+        let unconfirmed = state.cluster.wait_members_applied(written.index, NARROWING_CONFIRM_BOUND).await;
+        if !unconfirmed.is_empty() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                "unconfirmed",
+                format!(
+                    "committed at index {}, but nodes {unconfirmed:?} have not confirmed applying it within \
+                     {NARROWING_CONFIRM_BOUND:?}; they will when they catch up (retrying with the same \
+                     Idempotency-Key is safe)",
+                    written.index
+                ),
+            ));
+        }
     }
+    Ok(outcome)
 }

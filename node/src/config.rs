@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// A client must send a whole request head within this time [default: 10000].
     #[arg(long)]
     pub proxy_header_read_timeout_ms: Option<u64>,
+    /// Local IP that outgoing node-to-node connections come from [default: chosen by the OS].
+    #[arg(long)]
+    pub raft_source_ip: Option<String>,
 }
 
 /// The same keys in a TOML file.
@@ -85,6 +88,7 @@ struct FileConfig {
     snapshot_logs_since_last: Option<u64>,
     trusted_proxies: Option<String>,
     proxy_header_read_timeout_ms: Option<u64>,
+    raft_source_ip: Option<String>,
 }
 
 /// A validated configuration.
@@ -105,6 +109,7 @@ pub struct Config {
     pub snapshot_logs_since_last: u64,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub proxy_header_read_timeout_ms: u64,
+    pub raft_source_ip: Option<std::net::IpAddr>,
     /// True when no `peers` were given: the embedded single-node try-out.
     pub single_node_default: bool,
 }
@@ -226,8 +231,13 @@ impl Config {
         if !(100..=600_000).contains(&proxy_header_read_timeout_ms) {
             return Err(err("proxy_header_read_timeout_ms", "must be 100 to 600000 (ms)"));
         }
+        let raft_source_ip = match args.raft_source_ip.clone().or(file.raft_source_ip) {
+            None => None,
+            Some(ip) => Some(ip.parse().map_err(|_| err("raft_source_ip", format!("{ip:?} is not an IP address")))?),
+        };
         Ok(Config {
             id,
+            raft_source_ip,
             trusted_proxies,
             proxy_header_read_timeout_ms,
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),

@@ -65,7 +65,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     .validate()
     .context("raft settings")?;
-    let rpc = PeerRpc::new(config.id, incarnation, view.clone());
+    let rpc = PeerRpc::new(config.id, incarnation, view.clone(), config.raft_source_ip);
     let network = NetworkFactory { rpc: rpc.clone() };
     let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, sm).await.context("starting raft")?;
     let cluster = Arc::new(Cluster::new(config.id, incarnation, raft.clone(), view, rpc));

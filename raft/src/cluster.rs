@@ -82,18 +82,29 @@ impl Cluster {
         let request = Request { request_id, ts_ms: 0, op };
         let deadline = Instant::now() + WRITE_DEADLINE;
         let written = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = match self.leader() {
-                Some((leader, _)) if leader == self.id => self.write_as_leader(caller, request.clone()).await,
+                // A deposed leader that does not know it yet (openraft 0.9 has no CheckQuorum)
+                // would wait forever for a commit: every attempt is bounded by the deadline.
+                Some((leader, _)) if leader == self.id => {
+                    match tokio::time::timeout(remaining, self.write_as_leader(caller, request.clone())).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            Err(LeaderRefusal::Unavailable("not committed in time (is this node cut off?)".into()))
+                        }
+                    }
+                }
                 Some((leader, addr)) => {
                     let fw = ForwardWrite { caller, request: request.clone() };
-                    match self
-                        .rpc
-                        .call::<_, Result<Written, LeaderRefusal>>(leader, &addr, path::FORWARD, fw, FORWARD_TIMEOUT)
-                        .await
-                    {
-                        Ok(r) => r,
-                        // Outcome unknown: retrying with the same request id is safe.
-                        Err(e) => Err(LeaderRefusal::Unavailable(e.to_string())),
+                    let timeout = FORWARD_TIMEOUT.min(remaining);
+                    let call =
+                        self.rpc.call::<_, Result<Written, LeaderRefusal>>(leader, &addr, path::FORWARD, fw, timeout);
+                    // If another leader takes over while we wait on this one (it froze, or was
+                    // cut off), stop waiting. Outcome unknown either way: the retry carries the
+                    // same request id, so it is applied at most once.
+                    tokio::select! {
+                        r = call => r.unwrap_or_else(|e| Err(LeaderRefusal::Unavailable(e.to_string()))),
+                        _ = self.leader_changes_from(leader) => Err(LeaderRefusal::NotLeader { leader: None }),
                     }
                 }
                 None => Err(LeaderRefusal::NotLeader { leader: None }),
@@ -150,6 +161,12 @@ impl Cluster {
         found
     }
 
+    /// Resolves when this node sees a leader other than `leader`.
+    async fn leader_changes_from(&self, leader: NodeId) {
+        let mut m = self.raft.metrics();
+        let _ = m.wait_for(|m| m.current_leader.is_some_and(|l| l != leader)).await;
+    }
+
     /// The current leader and its Raft address, as this node knows them.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.raft.metrics().borrow().clone();
@@ -173,13 +190,20 @@ impl Cluster {
     pub async fn read_barrier(&self) -> Result<(), ClusterError> {
         let deadline = Instant::now() + WRITE_DEADLINE;
         loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
             let index = match self.leader() {
-                Some((leader, _)) if leader == self.id => self.read_index_as_leader().await,
-                Some((leader, addr)) => self
-                    .rpc
-                    .call::<_, Result<u64, LeaderRefusal>>(leader, &addr, path::READ_INDEX, (), FORWARD_TIMEOUT)
+                Some((leader, _)) if leader == self.id => tokio::time::timeout(remaining, self.read_index_as_leader())
                     .await
-                    .unwrap_or_else(|e| Err(LeaderRefusal::Unavailable(e.to_string()))),
+                    .unwrap_or_else(|_| Err(LeaderRefusal::Unavailable("leadership not confirmed in time".into()))),
+                Some((leader, addr)) => {
+                    let timeout = FORWARD_TIMEOUT.min(remaining);
+                    let call =
+                        self.rpc.call::<_, Result<u64, LeaderRefusal>>(leader, &addr, path::READ_INDEX, (), timeout);
+                    tokio::select! {
+                        r = call => r.unwrap_or_else(|e| Err(LeaderRefusal::Unavailable(e.to_string()))),
+                        _ = self.leader_changes_from(leader) => Err(LeaderRefusal::NotLeader { leader: None }),
+                    }
+                }
                 None => Err(LeaderRefusal::NotLeader { leader: None }),
             };
             match index {

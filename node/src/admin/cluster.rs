@@ -88,6 +88,7 @@ pub async fn debug_state(State(state): State<AdminState>, _c: AdminCaller) -> Js
         "state_hash": v.state_hash(),
         "policy_hash": v.policy_hash(),
         "keys": v.policy.keys.len(),
+        "registered_nodes": v.nodes.values().filter(|n| n.incarnation.is_some() && !n.retired).map(|n| n.id).collect::<Vec<_>>(),
         "consumers": v.policy.consumers.len(),
     }))
 }

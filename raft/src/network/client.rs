@@ -44,8 +44,16 @@ pub struct PeerRpc {
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
 impl PeerRpc {
-    pub fn new(self_id: NodeId, incarnation: Incarnation, view: StateView) -> Self {
+    /// `source_ip` binds outgoing connections to one local address (multi-homed hosts, and the
+    /// chaos harness, which tells senders apart by it).
+    pub fn new(
+        self_id: NodeId,
+        incarnation: Incarnation,
+        view: StateView,
+        source_ip: Option<std::net::IpAddr>,
+    ) -> Self {
         let http = reqwest::Client::builder()
+            .local_address(source_ip)
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)

@@ -1,0 +1,251 @@
+//! Scenario machinery: a seed, an observer of every node's health, a write workload with a
+//! recorded history, invariant checks and a JSON report.
+//!
+//! Every scenario prints its seed; `CHAOS_SEED=N` replays the same fault schedule (which node
+//! is chosen, when faults start). Reports go to `$CHAOS_REPORT_DIR` (default: the system temp
+//! dir under `raftgate-chaos/`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::TestCluster;
+
+/// The recovery bound the issue sets: a writable leader within 2 × election_timeout_max + 0.5 s
+/// after a fault heals (defaults: 2 × 600 ms + 500 ms).
+pub const RECOVERY_BOUND: Duration = Duration::from_millis(2 * 600 + 500);
+
+pub struct Scenario {
+    pub name: String,
+    pub seed: u64,
+    pub rng: StdRng,
+    results: Vec<(String, bool, String)>,
+    figures: BTreeMap<String, Value>,
+}
+
+impl Scenario {
+    pub fn new(name: &str) -> Self {
+        let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+        println!("scenario {name}: seed {seed} (replay with CHAOS_SEED={seed})");
+        Self {
+            name: name.to_string(),
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            results: Vec::new(),
+            figures: BTreeMap::new(),
+        }
+    }
+
+    /// A node chosen by the seed among `ids`.
+    pub fn pick(&mut self, ids: &[u64]) -> u64 {
+        ids[self.rng.gen_range(0..ids.len())]
+    }
+
+    /// A duration in `[lo, hi)` chosen by the seed.
+    pub fn jitter(&mut self, lo: Duration, hi: Duration) -> Duration {
+        lo + Duration::from_millis(self.rng.gen_range(0..(hi - lo).as_millis().max(1) as u64))
+    }
+
+    pub fn check(&mut self, invariant: &str, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        println!("  {} {invariant}: {detail}", if ok { "PASS" } else { "FAIL" });
+        self.results.push((invariant.to_string(), ok, detail));
+    }
+
+    pub fn figure(&mut self, name: &str, value: Value) {
+        println!("  figure {name}: {value}");
+        self.figures.insert(name.to_string(), value);
+    }
+
+    /// Writes the report and fails the test if any invariant failed.
+    pub fn finish(self, c: &TestCluster) {
+        let dir = std::env::var("CHAOS_REPORT_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| std::env::temp_dir().join("raftgate-chaos"));
+        let _ = std::fs::create_dir_all(&dir);
+        let report = json!({
+            "scenario": self.name,
+            "seed": self.seed,
+            "invariants": self.results.iter().map(|(n, ok, d)| json!({ "name": n, "pass": ok, "detail": d })).collect::<Vec<_>>(),
+            "figures": self.figures,
+        });
+        let path = dir.join(format!("{}-{}.json", self.name, self.seed));
+        let _ = std::fs::write(&path, serde_json::to_vec_pretty(&report).unwrap_or_default());
+        println!("  report: {}", path.display());
+        let failed: Vec<_> = self.results.iter().filter(|r| !r.1).map(|r| r.0.clone()).collect();
+        assert!(failed.is_empty(), "scenario {} (seed {}) violated {failed:?}\n{}", self.name, self.seed, c.logs());
+    }
+}
+
+/// One health sample.
+#[derive(Debug, Clone)]
+struct Sample {
+    node: u64,
+    term: u64,
+    state: String,
+    applied: u64,
+}
+
+/// Polls every node's `/v1/health` every 50 ms in the background and keeps what it saw.
+pub struct Observer {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Observer {
+    pub fn start(c: &TestCluster) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let urls: Vec<(u64, String)> =
+            c.nodes.values().map(|n| (n.id, format!("{}/v1/health", n.admin_url()))).collect();
+        let s = samples.clone();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().expect("client");
+            loop {
+                for (id, url) in &urls {
+                    if let Ok(r) = http.get(url).send().await {
+                        if let Ok(v) = r.json::<Value>().await {
+                            s.lock().expect("lock").push(Sample {
+                                node: *id,
+                                term: v["term"].as_u64().unwrap_or(0),
+                                state: v["state"].as_str().unwrap_or("").to_string(),
+                                applied: v["last_applied"].as_u64().unwrap_or(0),
+                            });
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Self { samples, task }
+    }
+
+    /// Checks: at most one leader per term; per node, term and applied index never go back
+    /// (`restarted` nodes may restart their count from disk, which must still not go back).
+    pub fn check(self, sc: &mut Scenario) {
+        self.task.abort();
+        let samples = self.samples.lock().expect("lock").clone();
+        let mut leaders: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+        let mut last: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        let mut backwards = Vec::new();
+        for s in &samples {
+            if s.state == "Leader" {
+                leaders.entry(s.term).or_default().insert(s.node);
+            }
+            if let Some(&(t, a)) = last.get(&s.node) {
+                if s.term < t || s.applied < a {
+                    backwards.push(format!("node {}: term {t}→{}, applied {a}→{}", s.node, s.term, s.applied));
+                }
+            }
+            last.insert(s.node, (s.term, s.applied));
+        }
+        let split: Vec<_> =
+            leaders.iter().filter(|(_, l)| l.len() > 1).map(|(t, l)| format!("term {t}: {l:?}")).collect();
+        sc.check(
+            "one leader per term",
+            split.is_empty(),
+            if split.is_empty() { format!("{} terms observed", leaders.len()) } else { split.join("; ") },
+        );
+        sc.check(
+            "term and applied index never go backwards",
+            backwards.is_empty(),
+            if backwards.is_empty() { format!("{} samples", samples.len()) } else { backwards.join("; ") },
+        );
+    }
+}
+
+/// Writes consumers through the given nodes until told to stop; records what was acknowledged.
+pub struct Workload {
+    acked: Arc<Mutex<BTreeSet<String>>>,
+    attempts: Arc<Mutex<u64>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Workload {
+    pub fn start(c: &TestCluster, name: &str) -> Self {
+        let acked = Arc::new(Mutex::new(BTreeSet::new()));
+        let attempts = Arc::new(Mutex::new(0u64));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let urls: Vec<String> = c.nodes.values().map(|n| format!("{}/v1/consumers", n.admin_url())).collect();
+        let (a, n, st, prefix) = (acked.clone(), attempts.clone(), stop.clone(), name.to_string());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(12)).build().expect("client");
+            let mut i = 0u64;
+            // Bounded: at most 10,000 operations, and the scenario stops it much sooner.
+            while !st.load(std::sync::atomic::Ordering::Relaxed) && i < 10_000 {
+                let url = &urls[(i as usize) % urls.len()];
+                let name = format!("{prefix}-{i}");
+                *n.lock().expect("lock") += 1;
+                let r = http.post(url).bearer_auth(crate::ADMIN_TOKEN).json(&json!({ "name": name })).send().await;
+                if matches!(r, Ok(ref r) if r.status().as_u16() == 201) {
+                    a.lock().expect("lock").insert(name);
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Self { acked, attempts, stop, task }
+    }
+
+    /// Stops the workload and returns the acknowledged names and the number of attempts.
+    pub async fn stop(self) -> (BTreeSet<String>, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.task.await;
+        let acked = self.acked.lock().expect("lock").clone();
+        let attempts = *self.attempts.lock().expect("lock");
+        (acked, attempts)
+    }
+}
+
+/// After healing: every node converges to one state, and every acknowledged write is on every
+/// node.
+pub async fn check_converged_and_durable(sc: &mut Scenario, c: &TestCluster, acked: &BTreeSet<String>) {
+    let ids = c.ids();
+    let converged = c.wait_converged(&ids, Duration::from_secs(30)).await;
+    sc.check(
+        "all nodes converge to one state",
+        converged.is_ok(),
+        match &converged {
+            Ok((i, h)) => format!("index {i}, hash {}", &h[..12]),
+            Err(e) => e.to_string().lines().next().unwrap_or("").to_string(),
+        },
+    );
+    let mut missing = Vec::new();
+    for id in &ids {
+        let names: BTreeSet<String> = match c.get(*id, "/v1/consumers?consistency=stale").await {
+            Ok((200, body)) => body["consumers"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v["name"].as_str().map(String::from)).collect())
+                .unwrap_or_default(),
+            _ => BTreeSet::new(),
+        };
+        let lost: Vec<_> = acked.difference(&names).cloned().collect();
+        if !lost.is_empty() {
+            missing.push(format!("node {id} lacks {} (e.g. {})", lost.len(), lost[0]));
+        }
+    }
+    sc.check(
+        "every acknowledged write is on every node",
+        missing.is_empty(),
+        if missing.is_empty() { format!("{} acknowledged writes", acked.len()) } else { missing.join("; ") },
+    );
+}
+
+/// Time until a write through `via` succeeds, up to `limit`.
+pub async fn time_to_write(c: &TestCluster, via: &[u64], tag: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut i = 0usize;
+    while start.elapsed() < limit {
+        let id = via[i % via.len()];
+        if let Ok((201, _)) = c.post(id, "/v1/consumers", json!({ "name": format!("{tag}-{i}") })).await {
+            return Some(start.elapsed());
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
