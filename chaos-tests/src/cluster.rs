@@ -201,7 +201,11 @@ impl TestCluster {
                     .as_array()
                     .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
                     .unwrap_or_default();
-                if all.iter().all(|id| registered.contains(id)) {
+                let mut fresh = true;
+                for id in &all {
+                    fresh &= self.health(*id).await.is_some_and(|h| h["fresh"] == true);
+                }
+                if fresh && all.iter().all(|id| registered.contains(id)) {
                     return Ok(());
                 }
             }

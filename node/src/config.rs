@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Local IP that outgoing node-to-node connections come from [default: chosen by the OS].
     #[arg(long)]
     pub raft_source_ip: Option<String>,
+    /// A node that has not renewed its freshness lease within this time stops vouching for its
+    /// policy (503) [default: 2000].
+    #[arg(long)]
+    pub staleness_ms_max: Option<u64>,
 }
 
 /// The same keys in a TOML file.
@@ -89,6 +93,7 @@ struct FileConfig {
     trusted_proxies: Option<String>,
     proxy_header_read_timeout_ms: Option<u64>,
     raft_source_ip: Option<String>,
+    staleness_ms_max: Option<u64>,
 }
 
 /// A validated configuration.
@@ -110,6 +115,7 @@ pub struct Config {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub proxy_header_read_timeout_ms: u64,
     pub raft_source_ip: Option<std::net::IpAddr>,
+    pub staleness_ms_max: u64,
     /// True when no `peers` were given: the embedded single-node try-out.
     pub single_node_default: bool,
 }
@@ -235,8 +241,16 @@ impl Config {
             None => None,
             Some(ip) => Some(ip.parse().map_err(|_| err("raft_source_ip", format!("{ip:?} is not an IP address")))?),
         };
+        let staleness_ms_max = args.staleness_ms_max.or(file.staleness_ms_max).unwrap_or(2_000);
+        if staleness_ms_max < 4 * heartbeat_ms || staleness_ms_max > 600_000 {
+            return Err(err(
+                "staleness_ms_max",
+                format!("{staleness_ms_max} must be at least 4 × heartbeat_ms ({}) and at most 600000; the lease is renewed 4 times per period", 4 * heartbeat_ms),
+            ));
+        }
         Ok(Config {
             id,
+            staleness_ms_max,
             raft_source_ip,
             trusted_proxies,
             proxy_header_read_timeout_ms,

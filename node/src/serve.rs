@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use openraft::{BasicNode, SnapshotPolicy};
 use raftgate_proxy::audit::{AuditQueue, AUDIT_QUEUE_LEN_MAX};
+use raftgate_proxy::freshness::Freshness;
 use raftgate_proxy::gateway::{Gateway, GatewayConfig};
 use raftgate_proxy::server::ServerConfig;
 use raftgate_raft::app::GatewayApp;
@@ -74,6 +75,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(raftgate_storage::AuditLog::open(&config.data_dir.join("audit")).context("opening the audit store")?);
     let (audit_queue, audit_rx) = AuditQueue::new(AUDIT_QUEUE_LEN_MAX);
     let audit_writer = tokio::spawn(crate::audit::writer(audit_log.clone(), audit_rx));
+    let fresh = Arc::new(Freshness::new());
     let gateway = Arc::new(Gateway::new(
         GatewayConfig {
             node_id: config.id,
@@ -81,6 +83,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..GatewayConfig::default()
         },
         policy,
+        fresh.clone(),
         audit_queue.clone(),
     ));
 
@@ -120,12 +123,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let housekeeping = tokio::spawn(limiter_housekeeping(gateway.clone(), shutdown_rx.clone()));
+    let staleness = Duration::from_millis(config.staleness_ms_max);
+    let lease = tokio::spawn(raftgate_raft::lease::run(cluster.clone(), fresh.clone(), staleness, shutdown_rx.clone()));
     let admin_state = admin::AdminState {
         cluster: cluster.clone(),
         node_id: config.id,
         audit: audit_log.clone(),
         audit_queue: audit_queue.clone(),
         gateway: gateway.clone(),
+        fresh: fresh.clone(),
+        staleness,
     };
     let admin_server = tokio::spawn(serve_http(admin_listener, admin::router(admin_state), shutdown_rx.clone()));
     let duties = tokio::spawn(node_duties(cluster.clone(), bootstrap_token, shutdown_rx.clone()));
@@ -147,6 +154,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = admin_server.await;
         let _ = duties.await;
         let _ = housekeeping.await;
+        let _ = lease.await;
     })
     .await;
     if drained.is_err() {

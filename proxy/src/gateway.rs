@@ -47,6 +47,8 @@ impl Default for GatewayConfig {
 
 pub struct Gateway {
     cfg: GatewayConfig,
+    /// Whether this node may vouch for its policy (the freshness lease).
+    fresh: Arc<crate::freshness::Freshness>,
     /// The policy published by the state machine; loaded once per request.
     policy: Arc<ArcSwap<Policy>>,
     pub limits: Limits,
@@ -62,12 +64,19 @@ struct Facts {
     key_id: Option<String>,
     consumer: Option<String>,
     path: String,
+    /// Served on last known policy while stale (routes with `serve_stale` only).
+    stale: bool,
 }
 
 impl Gateway {
-    pub fn new(cfg: GatewayConfig, policy: Arc<ArcSwap<Policy>>, audit: AuditQueue) -> Self {
+    pub fn new(
+        cfg: GatewayConfig,
+        policy: Arc<ArcSwap<Policy>>,
+        fresh: Arc<crate::freshness::Freshness>,
+        audit: AuditQueue,
+    ) -> Self {
         let upstreams = Upstreams::new(cfg.upstream_connect_timeout);
-        Self { cfg, policy, limits: Limits::new(), upstreams, audit, metrics: ProxyMetrics::new() }
+        Self { cfg, fresh, policy, limits: Limits::new(), upstreams, audit, metrics: ProxyMetrics::new() }
     }
 
     pub fn audit_queue(&self) -> &AuditQueue {
@@ -82,6 +91,7 @@ impl Gateway {
         let method = req.method().to_string();
         let mut facts = Facts { path: req.uri().path().chars().take(512).collect(), ..Facts::default() };
         let (resp, reason) = match self.run(req, &policy, client_ip, &mut facts).await {
+            Ok(resp) if facts.stale => (resp, "ok_stale_policy"),
             Ok(resp) => (resp, "ok"),
             Err(deny) => {
                 match deny.status {
@@ -93,7 +103,7 @@ impl Gateway {
                 (deny.into_response(), reason)
             }
         };
-        let decision = if reason == "ok" { "allow" } else { "deny" };
+        let decision = if reason.starts_with("ok") { "allow" } else { "deny" };
         let status = resp.status().as_u16();
         let elapsed = started.elapsed();
         self.metrics
@@ -167,6 +177,17 @@ impl Gateway {
         let route = route::find(policy, host.as_deref(), &method, &canon)
             .ok_or_else(|| Deny::new(StatusCode::NOT_FOUND, "no_route"))?;
         facts.route = Some(route.name.to_string());
+
+        // Fail closed when this node cannot vouch for its policy: a revoke it has not seen may
+        // already have returned elsewhere. Routes that opted into serve_stale go on, and their
+        // audit events say so.
+        if !self.fresh.is_fresh() {
+            if !route.serve_stale {
+                return Err(Deny::new(StatusCode::SERVICE_UNAVAILABLE, "stale")
+                    .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            facts.stale = true;
+        }
 
         // Phase 3: authenticate.
         let presented = authenticate::credential(req.headers())?;

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod canonical;
 mod clock;
 pub mod deny;
+pub mod freshness;
 pub mod gateway;
 pub mod limits;
 pub mod metrics;

@@ -217,6 +217,24 @@ impl Cluster {
         }
     }
 
+    /// One ReadIndex round: the leader's quorum-confirmed commit index, then wait until this
+    /// node applied it. No retries (the lease loop renews on its own schedule).
+    pub async fn read_barrier_once(&self) -> Result<(), ClusterError> {
+        let index = match self.leader() {
+            Some((leader, _)) if leader == self.id => self.read_index_as_leader().await,
+            Some((leader, addr)) => self
+                .rpc
+                .call::<_, Result<u64, LeaderRefusal>>(leader, &addr, path::READ_INDEX, (), FORWARD_TIMEOUT)
+                .await
+                .unwrap_or_else(|e| Err(LeaderRefusal::Unavailable(e.to_string()))),
+            None => Err(LeaderRefusal::NotLeader { leader: None }),
+        };
+        match index {
+            Ok(i) => self.wait_applied(i, Instant::now() + FORWARD_TIMEOUT).await,
+            Err(_) => Err(ClusterError::NoLeader),
+        }
+    }
+
     pub async fn read_index_as_leader(&self) -> Result<u64, LeaderRefusal> {
         match self.raft.ensure_linearizable().await {
             Ok(log_id) => Ok(log_id.map(|l| l.index).unwrap_or(0)),

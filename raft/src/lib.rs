@@ -12,6 +12,7 @@ pub mod app;
 pub mod clock;
 pub mod cluster;
 pub mod command;
+pub mod lease;
 pub mod network;
 pub mod operations;
 pub mod state;

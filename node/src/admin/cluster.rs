@@ -23,6 +23,8 @@ pub async fn health(State(state): State<AdminState>) -> Json<Value> {
         "leader_id": s.leader_id,
         "term": s.term,
         "last_applied": s.last_applied,
+        "fresh": state.fresh.is_fresh(),
+        "lease_remaining_ms": state.fresh.remaining_ms(),
     }))
 }
 
