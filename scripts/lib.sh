@@ -3,7 +3,7 @@
 
 # Debian packages raftgate needs to build and test: libclang for RocksDB's bindgen, a C++
 # toolchain for RocksDB itself, curl for the demo.
-RAFTGATE_APT_PACKAGES="libclang-dev clang build-essential pkg-config curl ca-certificates"
+RAFTGATE_APT_PACKAGES="libclang-dev clang build-essential pkg-config curl ca-certificates python3 debootstrap"
 
 install_system_packages() {
     local missing=""

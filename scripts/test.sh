@@ -21,3 +21,12 @@ else
     echo "==> cargo-nextest not found; using cargo test"
     cargo test --release --locked --workspace --no-fail-fast
 fi
+
+# Container-level chaos: the docker-compose cluster, when a Docker Engine answers here.
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && command -v docker-compose >/dev/null 2>&1; then
+    echo "==> container chaos test (docker-compose cluster)"
+    scripts/docker-build.sh
+    python3 scripts/docker-chaos.py
+else
+    echo "==> container chaos test skipped: no Docker Engine (or no docker-compose) answers on this machine"
+fi

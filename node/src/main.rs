@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod cli;
 mod config;
+mod demo;
 mod identity;
 mod serve;
 
@@ -42,6 +43,16 @@ enum Command {
         client: cli::ClientArgs,
         #[command(subcommand)]
         cmd: cli::KeysCmd,
+    },
+    /// Exit 0 when a node's /v1/health answers (for container health checks).
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:7201")]
+        addr: String,
+    },
+    /// Run a demo upstream that echoes every request as JSON.
+    DemoUpstream {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: String,
     },
     /// The audit trail.
     Audit {
@@ -94,6 +105,11 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Keys { client, cmd }) => cli::keys(&client, cmd).await,
         Some(Command::Consumers { client, cmd }) => cli::consumers(&client, cmd).await,
         Some(Command::Audit { cmd: AuditCmd::Verify { data_dir } }) => audit::verify_offline(&data_dir),
+        Some(Command::Health { addr }) => demo::health(&addr).await,
+        Some(Command::DemoUpstream { addr }) => {
+            init_tracing();
+            demo::upstream(&addr).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -61,8 +61,12 @@ pub async fn add_member(
     caller: AdminCaller,
     JsonBody(b): JsonBody<AddMember>,
 ) -> Result<Json<Value>, ApiError> {
-    if b.raft_addr.parse::<std::net::SocketAddr>().is_err() {
-        return Err(ApiError::bad_request(format!("raft_addr {:?} is not IP:PORT", b.raft_addr)));
+    // HOST:PORT, like --peers: host names are normal in containers.
+    let valid = b.raft_addr.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && port.parse::<u16>().is_ok() && !host.contains(['/', '@', ' '])
+    });
+    if !valid {
+        return Err(ApiError::bad_request(format!("raft_addr {:?} is not HOST:PORT", b.raft_addr)));
     }
     let change = MembershipChange::Add { id: b.id, raft_addr: b.raft_addr.clone() };
     state.cluster.change_membership(Caller::Admin(caller.digest), change).await?;
