@@ -62,9 +62,10 @@ pub async fn add_member(
     JsonBody(b): JsonBody<AddMember>,
 ) -> Result<Json<Value>, ApiError> {
     // HOST:PORT, like --peers: host names are normal in containers.
-    let valid = b.raft_addr.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty() && port.parse::<u16>().is_ok() && !host.contains(['/', '@', ' '])
-    });
+    let valid = b
+        .raft_addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok() && !host.contains(['/', '@', ' ']));
     if !valid {
         return Err(ApiError::bad_request(format!("raft_addr {:?} is not HOST:PORT", b.raft_addr)));
     }
