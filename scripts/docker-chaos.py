@@ -194,7 +194,7 @@ def main():
         except OSError:
             pass
     passed = sum(results)
-    print(f"docker chaos: {passed} passed, {len(results) - passed} failed")
+    print(f"docker-chaos: {passed} passed, {len(results) - passed} failed")
     return 0 if passed == len(results) else 1
 
 
