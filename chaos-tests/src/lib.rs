@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod faultnet;
 pub mod fixture;
+pub mod linearizability;
 pub mod node;
 pub mod raw;
 pub mod scenario;

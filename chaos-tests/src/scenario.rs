@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use crate::linearizability as lin;
 use crate::TestCluster;
 
 /// The recovery bound the issue sets: a writable leader within 2 × election_timeout_max + 0.5 s
@@ -159,6 +160,8 @@ impl Observer {
 
 /// Writes consumers through the given nodes until told to stop; records what was acknowledged.
 pub struct Workload {
+    /// Every insert and read with its start, end and outcome, for the linearizability check.
+    history: Arc<Mutex<Vec<lin::Event>>>,
     acked: Arc<Mutex<BTreeSet<String>>>,
     attempts: Arc<Mutex<u64>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -168,6 +171,8 @@ pub struct Workload {
 impl Workload {
     pub fn start(c: &TestCluster, name: &str) -> Self {
         let acked = Arc::new(Mutex::new(BTreeSet::new()));
+        let history = Arc::new(Mutex::new(Vec::new()));
+        let hist = history.clone();
         let attempts = Arc::new(Mutex::new(0u64));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let urls: Vec<String> = c.nodes.values().map(|n| format!("{}/v1/consumers", n.admin_url())).collect();
@@ -175,20 +180,68 @@ impl Workload {
         let task = tokio::spawn(async move {
             let http = reqwest::Client::builder().timeout(Duration::from_secs(12)).build().expect("client");
             let mut i = 0u64;
+            let mut lcg = 0x2545_f491_4f6c_dd1d_u64;
             // Bounded: at most 10,000 operations, and the scenario stops it much sooner.
             while !st.load(std::sync::atomic::Ordering::Relaxed) && i < 10_000 {
                 let url = &urls[(i as usize) % urls.len()];
                 let name = format!("{prefix}-{i}");
                 *n.lock().expect("lock") += 1;
+                let start = Instant::now();
                 let r = http.post(url).bearer_auth(crate::ADMIN_TOKEN).json(&json!({ "name": name })).send().await;
-                if matches!(r, Ok(ref r) if r.status().as_u16() == 201) {
+                let outcome = match r.as_ref().map(|r| r.status().as_u16()) {
+                    Ok(201) => lin::Outcome::Ok,
+                    // Refused by validation or state: it did not happen.
+                    Ok(s) if (400..500).contains(&s) => lin::Outcome::Failed,
+                    // 5xx, timeouts, broken connections: it may have happened.
+                    _ => lin::Outcome::Unknown,
+                };
+                hist.lock().expect("lock").push(lin::Event {
+                    start,
+                    end: Instant::now(),
+                    op: lin::Op::Insert { key: name.clone(), outcome },
+                });
+                if outcome == lin::Outcome::Ok {
                     a.lock().expect("lock").insert(name);
+                }
+                // A linearizable read of an earlier name through the next node.
+                if i > 0 {
+                    // Half the time the name just written (the interesting case: a read racing
+                    // replication), otherwise an earlier one picked by a small LCG.
+                    lcg = lcg.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    let j = if i % 2 == 0 { i - 1 } else { (lcg >> 33) % i };
+                    let key = format!("{prefix}-{j}");
+                    let url = format!("{}/{key}", urls[(i as usize + 1) % urls.len()]);
+                    let start = Instant::now();
+                    let r = http.get(url).bearer_auth(crate::ADMIN_TOKEN).send().await;
+                    let present = match r.map(|r| r.status().as_u16()) {
+                        Ok(200) => Some(true),
+                        Ok(404) => Some(false),
+                        _ => None,
+                    };
+                    hist.lock().expect("lock").push(lin::Event {
+                        start,
+                        end: Instant::now(),
+                        op: lin::Op::Read { key, present },
+                    });
                 }
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        Self { acked, attempts, stop, task }
+        Self { history, acked, attempts, stop, task }
+    }
+
+    /// Stops the workload, checks its history for linearizability, and returns the acknowledged
+    /// names and the number of attempts.
+    pub async fn finish(self, sc: &mut Scenario) -> (BTreeSet<String>, u64) {
+        let history = self.history.clone();
+        let result = self.stop().await;
+        let h = history.lock().expect("lock").clone();
+        match lin::check(&h) {
+            Ok(n) => sc.check("the admin history is linearizable", true, format!("{n} operations")),
+            Err(v) => sc.check("the admin history is linearizable", false, format!("{v:?}")),
+        }
+        result
     }
 
     /// Stops the workload and returns the acknowledged names and the number of attempts.

@@ -34,7 +34,7 @@ async fn follower_kill_and_restart() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     c.node(victim).restart();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (acked, attempts) = w.stop().await;
+    let (acked, attempts) = w.finish(&mut sc).await;
     sc.figure("writes", json!({ "acknowledged": acked.len(), "attempted": attempts }));
     check_converged_and_durable(&mut sc, &c, &acked).await;
     obs.check(&mut sc);
@@ -68,7 +68,7 @@ async fn minority_partition_then_heal() {
         format!("{t:?} (bound {RECOVERY_BOUND:?})"),
     );
     sc.figure("recovery_after_heal_ms", json!(t.map(|t| t.as_millis())));
-    let (acked, _) = w.stop().await;
+    let (acked, _) = w.finish(&mut sc).await;
     check_converged_and_durable(&mut sc, &c, &acked).await;
     obs.check(&mut sc);
     sc.finish(&c);
@@ -98,7 +98,7 @@ async fn leader_isolated_then_heal() {
     c.net().heal();
     let t = time_to_write(&c, &ids, "li-healed", Duration::from_secs(10)).await;
     sc.check("writable through any node after heal", t.is_some_and(|t| t <= RECOVERY_BOUND), format!("{t:?}"));
-    let (acked, _) = w.stop().await;
+    let (acked, _) = w.finish(&mut sc).await;
     check_converged_and_durable(&mut sc, &c, &acked).await;
     let (_, v) = c.get(leader, "/v1/consumers/through-isolated-leader?consistency=stale").await.unwrap();
     sc.check("the refused write never appears", v["name"].is_null(), format!("{v}"));
@@ -126,7 +126,7 @@ async fn leader_paused_then_resumed() {
     sc.figure("takeover_ms", json!(t.map(|t| t.as_millis())));
     tokio::time::sleep(Duration::from_secs(1)).await;
     c.node(leader).resume();
-    let (acked, _) = w.stop().await;
+    let (acked, _) = w.finish(&mut sc).await;
     check_converged_and_durable(&mut sc, &c, &acked).await;
     obs.check(&mut sc);
     sc.finish(&c);
