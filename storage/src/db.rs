@@ -23,6 +23,18 @@ pub struct StorageOpenError {
     source: rocksdb::Error,
 }
 
+/// Memtable size per column family. RocksDB's default (64 MiB, two of them) is sized for
+/// databases that take heavy write streams; raftgate's writes are small and the node keeps its
+/// state in memory anyway, so 16 MiB keeps the resident set down (measured at 1M keys).
+const WRITE_BUFFER_LEN: usize = 16 * 1024 * 1024;
+
+fn cf_options() -> Options {
+    let mut o = Options::default();
+    o.set_write_buffer_size(WRITE_BUFFER_LEN);
+    o.set_max_write_buffer_number(2);
+    o
+}
+
 /// Opens (or creates) the database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, StorageOpenError> {
     let mut opts = Options::default();
@@ -31,9 +43,8 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, StorageOpenError> {
     // Bounded resources: a gateway node shares its 2 cores with the data plane.
     opts.set_max_background_jobs(2);
     opts.set_keep_log_file_num(4);
-    let cfs = [CF_META, CF_LOG, CF_SM_META, CF_STATE]
-        .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let cfs =
+        [CF_META, CF_LOG, CF_SM_META, CF_STATE].into_iter().map(|name| ColumnFamilyDescriptor::new(name, cf_options()));
     DB::open_cf_descriptors(&opts, dir, cfs)
         .map(Arc::new)
         .map_err(|source| StorageOpenError { path: dir.display().to_string(), source })
