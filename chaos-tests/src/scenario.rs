@@ -208,7 +208,7 @@ impl Workload {
                     // Half the time the name just written (the interesting case: a read racing
                     // replication), otherwise an earlier one picked by a small LCG.
                     lcg = lcg.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                    let j = if i % 2 == 0 { i - 1 } else { (lcg >> 33) % i };
+                    let j = if i.is_multiple_of(2) { i - 1 } else { (lcg >> 33) % i };
                     let key = format!("{prefix}-{j}");
                     let url = format!("{}/{key}", urls[(i as usize + 1) % urls.len()]);
                     let start = Instant::now();
