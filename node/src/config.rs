@@ -245,7 +245,7 @@ impl Config {
         if staleness_ms_max < 4 * heartbeat_ms || staleness_ms_max > 600_000 {
             return Err(err(
                 "staleness_ms_max",
-                format!("{staleness_ms_max} must be at least 4 × heartbeat_ms ({}) and at most 600000; the lease is renewed 4 times per period", 4 * heartbeat_ms),
+                format!("{staleness_ms_max} must be at least 4 × heartbeat_ms ({}) and at most 600000; the lease is renewed 8 times per period", 4 * heartbeat_ms),
             ));
         }
         Ok(Config {

@@ -222,11 +222,21 @@ impl Cluster {
     pub async fn read_barrier_once(&self) -> Result<(), ClusterError> {
         let index = match self.leader() {
             Some((leader, _)) if leader == self.id => self.read_index_as_leader().await,
-            Some((leader, addr)) => self
-                .rpc
-                .call::<_, Result<u64, LeaderRefusal>>(leader, &addr, path::READ_INDEX, (), FORWARD_TIMEOUT)
-                .await
-                .unwrap_or_else(|e| Err(LeaderRefusal::Unavailable(e.to_string()))),
+            Some((leader, addr)) => {
+                let call = self.rpc.call::<_, Result<u64, LeaderRefusal>>(
+                    leader,
+                    &addr,
+                    path::READ_INDEX,
+                    (),
+                    FORWARD_TIMEOUT,
+                );
+                // A renewal stuck on a leader that died or froze is abandoned the moment a new
+                // leader is known, so the next attempt goes to the new one.
+                tokio::select! {
+                    r = call => r.unwrap_or_else(|e| Err(LeaderRefusal::Unavailable(e.to_string()))),
+                    _ = self.leader_changes_from(leader) => Err(LeaderRefusal::NotLeader { leader: None }),
+                }
+            }
             None => Err(LeaderRefusal::NotLeader { leader: None }),
         };
         match index {
