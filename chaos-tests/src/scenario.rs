@@ -288,6 +288,18 @@ pub async fn check_converged_and_durable(sc: &mut Scenario, c: &TestCluster, ack
     );
 }
 
+/// The common end of a workload scenario: stop the workload and check its history, check that
+/// all nodes converged with every acknowledged write, check the observer, write the report.
+/// Returns the number of acknowledged writes and of attempts (also recorded as a figure).
+pub async fn settle(mut sc: Scenario, c: &TestCluster, w: Workload, obs: Observer) -> (usize, u64) {
+    let (acked, attempts) = w.finish(&mut sc).await;
+    sc.figure("writes", json!({ "acknowledged": acked.len(), "attempted": attempts }));
+    check_converged_and_durable(&mut sc, c, &acked).await;
+    obs.check(&mut sc);
+    sc.finish(c);
+    (acked.len(), attempts)
+}
+
 /// Time until a write through `via` succeeds, up to `limit`.
 pub async fn time_to_write(c: &TestCluster, via: &[u64], tag: &str, limit: Duration) -> Option<Duration> {
     let start = Instant::now();

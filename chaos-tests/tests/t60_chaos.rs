@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use chaos_tests::fixture::install;
-use chaos_tests::scenario::{check_converged_and_durable, time_to_write, Observer, Scenario, Workload, RECOVERY_BOUND};
+use chaos_tests::scenario::{
+    check_converged_and_durable, settle, time_to_write, Observer, Scenario, Workload, RECOVERY_BOUND,
+};
 use chaos_tests::{EchoUpstream, TestCluster};
 use serde_json::json;
 
@@ -34,11 +36,7 @@ async fn follower_kill_and_restart() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     c.node(victim).restart();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (acked, attempts) = w.finish(&mut sc).await;
-    sc.figure("writes", json!({ "acknowledged": acked.len(), "attempted": attempts }));
-    check_converged_and_durable(&mut sc, &c, &acked).await;
-    obs.check(&mut sc);
-    sc.finish(&c);
+    settle(sc, &c, w, obs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,10 +66,7 @@ async fn minority_partition_then_heal() {
         format!("{t:?} (bound {RECOVERY_BOUND:?})"),
     );
     sc.figure("recovery_after_heal_ms", json!(t.map(|t| t.as_millis())));
-    let (acked, _) = w.finish(&mut sc).await;
-    check_converged_and_durable(&mut sc, &c, &acked).await;
-    obs.check(&mut sc);
-    sc.finish(&c);
+    settle(sc, &c, w, obs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,10 +121,7 @@ async fn leader_paused_then_resumed() {
     sc.figure("takeover_ms", json!(t.map(|t| t.as_millis())));
     tokio::time::sleep(Duration::from_secs(1)).await;
     c.node(leader).resume();
-    let (acked, _) = w.finish(&mut sc).await;
-    check_converged_and_durable(&mut sc, &c, &acked).await;
-    obs.check(&mut sc);
-    sc.finish(&c);
+    settle(sc, &c, w, obs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
