@@ -84,8 +84,9 @@ def main():
     T = token
     try:
         compose("up", "-d")
-        ok = wait(lambda: all(health(i) and health(i).get("fresh") for i in (1, 2, 3)), 60)
-        check("3-node cluster up and fresh", bool(ok))
+        # `ready`: fresh, registered, and the bootstrap admin token applied on that node.
+        ok = wait(lambda: all(health(i) and health(i).get("ready") for i in (1, 2, 3)), 60)
+        check("3-node cluster up and ready", bool(ok))
         # Policy through node 2, traffic through node 3.
         for m, p, b in [
             ("PUT", "/v1/roles/reader", {"permissions": [{"methods": ["GET"], "path": "/**"}]}),

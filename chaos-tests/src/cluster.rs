@@ -203,7 +203,7 @@ impl TestCluster {
                     .unwrap_or_default();
                 let mut fresh = true;
                 for id in &all {
-                    fresh &= self.health(*id).await.is_some_and(|h| h["fresh"] == true);
+                    fresh &= self.health(*id).await.is_some_and(|h| h["ready"] == true);
                 }
                 if fresh && all.iter().all(|id| registered.contains(id)) {
                     return Ok(());

@@ -1,5 +1,6 @@
 //! Admin authentication: `Authorization: Bearer <admin token>`, checked against the replicated
-//! token digests. The leader checks again for writes.
+//! token digests. The leader checks again for writes. A token unknown here is looked up again
+//! after one ReadIndex round trip, so a token created through any node works on every node at once.
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
@@ -35,7 +36,11 @@ where
             .filter(|t| !t.is_empty() && t.len() <= ADMIN_TOKEN_LEN_MAX)
             .ok_or_else(ApiError::unauthorized)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if !state.cluster.is_admin(&digest) {
+        // A token just created through another node may not be applied here yet: before
+        // refusing, catch up with the leader's commit index once (one round trip) and look again.
+        let known = state.cluster.is_admin(&digest)
+            || (state.cluster.read_barrier_once().await.is_ok() && state.cluster.is_admin(&digest));
+        if !known {
             return Err(ApiError::unauthorized());
         }
         Ok(Self { digest })
