@@ -13,7 +13,9 @@ pub mod node;
 pub mod raw;
 pub mod scenario;
 pub mod upstream;
+pub mod webhook;
 
 pub use cluster::{TestCluster, ADMIN_TOKEN};
 pub use node::NodeProc;
 pub use upstream::EchoUpstream;
+pub use webhook::WebhookReceiver;

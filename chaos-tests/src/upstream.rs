@@ -19,15 +19,23 @@ pub struct EchoUpstream {
     pub addr: std::net::SocketAddr,
     hits: Arc<AtomicU64>,
     last: Arc<Mutex<Value>>,
+    by_key: Arc<Mutex<BTreeMap<String, u64>>>,
     task: Arc<tokio::task::JoinHandle<()>>,
 }
 
-async fn echo(
-    req: Request<Incoming>,
+#[derive(Clone)]
+struct Counters {
     hits: Arc<AtomicU64>,
     last: Arc<Mutex<Value>>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+    by_key: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+async fn echo(req: Request<Incoming>, c: Counters) -> Result<Response<Full<Bytes>>, Infallible> {
+    let Counters { hits, last, by_key } = c;
     hits.fetch_add(1, Ordering::SeqCst);
+    if let Some(id) = req.headers().get("x-gateway-key-id").and_then(|v| v.to_str().ok()) {
+        *by_key.lock().expect("lock").entry(id.to_string()).or_default() += 1;
+    }
     let (parts, body) = req.into_parts();
     let mut headers = BTreeMap::new();
     for (k, v) in &parts.headers {
@@ -56,19 +64,20 @@ impl EchoUpstream {
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicU64::new(0));
         let last = Arc::new(Mutex::new(Value::Null));
-        let (h, l) = (hits.clone(), last.clone());
+        let by_key = Arc::new(Mutex::new(BTreeMap::new()));
+        let counters = Counters { hits: hits.clone(), last: last.clone(), by_key: by_key.clone() };
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let (h, l) = (h.clone(), l.clone());
+                let c = counters.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| echo(req, h.clone(), l.clone()));
+                    let svc = hyper::service::service_fn(move |req| echo(req, c.clone()));
                     let _ =
                         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
-        Self { addr, hits, last, task: Arc::new(task) }
+        Self { addr, hits, last, by_key, task: Arc::new(task) }
     }
 
     pub fn url(&self) -> String {
@@ -78,6 +87,11 @@ impl EchoUpstream {
     /// Requests that reached the upstream so far.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests that reached the upstream with this `x-gateway-key-id`.
+    pub fn hits_for_key(&self, key_id: &str) -> u64 {
+        self.by_key.lock().expect("lock").get(key_id).copied().unwrap_or(0)
     }
 
     /// The echo of the last request that reached the upstream.

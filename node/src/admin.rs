@@ -4,6 +4,7 @@
 //! this node follows); reads are linearizable unless `?consistency=stale`. Every error leaves
 //! through [`error::ApiError`], the one place that chooses statuses and JSON bodies.
 
+mod alerts;
 mod auth;
 mod body;
 mod cluster;
@@ -45,6 +46,9 @@ pub struct AdminState {
     pub gateway: Arc<Gateway>,
     /// This node's freshness lease, for `/v1/health`.
     pub fresh: Arc<raftgate_proxy::freshness::Freshness>,
+    /// Set once this node has registered its data dir and, on a bootstrap start, has applied
+    /// the bootstrap admin token: `/v1/health` says `ready` only after that.
+    pub duties_done: Arc<std::sync::atomic::AtomicBool>,
     /// Every node's lease lasts at most this long: a write that takes access away waits this
     /// long (plus a margin) for members that do not confirm, after which they are fenced.
     pub staleness: std::time::Duration,
@@ -75,6 +79,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/routes/{name}", put(routes::put).get(routes::get).delete(routes::delete))
         .route("/v1/rate-limits", get(rate_limits::list))
         .route("/v1/rate-limits/{name}", put(rate_limits::put).get(rate_limits::get).delete(rate_limits::delete))
+        .route("/v1/alerts", get(alerts::list))
+        .route("/v1/alerts/{name}", put(alerts::put).get(alerts::get).delete(alerts::delete))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/batch", post(keys::create_batch))
         .route("/v1/keys/{id}", get(keys::get))

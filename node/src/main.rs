@@ -5,6 +5,7 @@
 //! policy model and data plane in `raftgate-proxy`.
 
 mod admin;
+mod alerts;
 mod audit;
 mod cli;
 mod config;

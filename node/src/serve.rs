@@ -5,6 +5,7 @@
 //! shuts down, then storage closes when the last handle drops.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,7 +125,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let housekeeping = tokio::spawn(limiter_housekeeping(gateway.clone(), shutdown_rx.clone()));
     let staleness = Duration::from_millis(config.staleness_ms_max);
+    let alerts = tokio::spawn(crate::alerts::run(cluster.clone(), audit_queue.clone(), shutdown_rx.clone()));
+    let quota =
+        tokio::spawn(raftgate_raft::quota::run(cluster.clone(), gateway.limits.global.clone(), shutdown_rx.clone()));
     let lease = tokio::spawn(raftgate_raft::lease::run(cluster.clone(), fresh.clone(), staleness, shutdown_rx.clone()));
+    let duties_done = Arc::new(AtomicBool::new(false));
     let admin_state = admin::AdminState {
         cluster: cluster.clone(),
         node_id: config.id,
@@ -133,9 +138,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         gateway: gateway.clone(),
         fresh: fresh.clone(),
         staleness,
+        duties_done: duties_done.clone(),
     };
     let admin_server = tokio::spawn(serve_http(admin_listener, admin::router(admin_state), shutdown_rx.clone()));
-    let duties = tokio::spawn(node_duties(cluster.clone(), bootstrap_token, shutdown_rx.clone()));
+    let duties = tokio::spawn(node_duties(cluster.clone(), bootstrap_token, duties_done, shutdown_rx.clone()));
 
     tracing::info!(
         node_id = config.id,
@@ -155,6 +161,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = duties.await;
         let _ = housekeeping.await;
         let _ = lease.await;
+        let _ = quota.await;
+        let _ = alerts.await;
     })
     .await;
     if drained.is_err() {
@@ -209,8 +217,14 @@ fn write_private(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
 
 /// Registers this data dir's incarnation with the cluster and proposes the bootstrap token,
 /// retrying until a leader takes them. A refused registration means this node's data dir was
-/// wiped: it exits rather than risk the cluster's log.
-async fn node_duties(cluster: Arc<Cluster>, bootstrap: Option<[u8; 32]>, mut shutdown: watch::Receiver<bool>) {
+/// wiped: it exits rather than risk the cluster's log. `done` is set once both are applied on
+/// this node, so that `/v1/health` says `ready` only when the bootstrap token works here.
+async fn node_duties(
+    cluster: Arc<Cluster>,
+    bootstrap: Option<[u8; 32]>,
+    done: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut registered = false;
     let mut token_done = bootstrap.is_none();
     let mut backoff = Duration::from_millis(200);
@@ -238,11 +252,25 @@ async fn node_duties(cluster: Arc<Cluster>, bootstrap: Option<[u8; 32]>, mut shu
                 }
             }
         }
+        if registered && token_done {
+            break;
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    // Both are applied on the leader; the barrier makes them applied here too.
+    loop {
+        if cluster.read_barrier().await.is_ok() {
+            done.store(true, Ordering::Release);
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -217,7 +217,7 @@ impl Gateway {
             consumer: facts.consumer.as_deref(),
             client_ip: &ip,
         };
-        let tightest = rate_limit::check(&self.limits, policy, route, &subjects)?;
+        let tightest = rate_limit::check(&self.limits, policy, route, &subjects).await?;
 
         // Phase 6: forward.
         let (parts, body) = req.into_parts();

@@ -15,6 +15,7 @@ mod clock;
 pub mod deny;
 pub mod freshness;
 pub mod gateway;
+pub mod global;
 pub mod limits;
 pub mod metrics;
 pub mod phases;

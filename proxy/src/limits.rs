@@ -1,4 +1,5 @@
-//! Phase 5, rate-limit (local mode): per-node GCRA limiters from governor, keyed by subject.
+//! Phase 5, rate-limit (local mode): per-node GCRA limiters from governor, keyed by subject;
+//! global mode is in [`crate::global`].
 //! Also the per-IP limiter on failed authentications that makes an invalid-key flood cheap.
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::global::GlobalLimits;
 use crate::policy::{Name, RateLimitPolicy};
 
 /// Failed authentications allowed per client IP: a burst of 20, refilled at 10 per second.
@@ -37,6 +39,8 @@ pub struct Exceeded {
 pub struct Limits {
     /// Local-mode limiters by policy name, rebuilt when a policy's parameters change.
     by_policy: RwLock<HashMap<Name, Entry>>,
+    /// Global-mode tokens this node holds under quota leases.
+    pub global: Arc<GlobalLimits>,
     failed_auth: RateLimiter<IpAddr, governor::state::keyed::DefaultKeyedStateStore<IpAddr>, DefaultClock>,
     clock: DefaultClock,
 }
@@ -55,7 +59,12 @@ impl Limits {
     pub fn new() -> Self {
         let q = Quota::per_second(NonZeroU32::new(FAILED_AUTH_PER_IP_PER_S).expect("nonzero"))
             .allow_burst(NonZeroU32::new(FAILED_AUTH_BURST).expect("nonzero"));
-        Self { by_policy: RwLock::default(), failed_auth: RateLimiter::keyed(q), clock: DefaultClock::default() }
+        Self {
+            by_policy: RwLock::default(),
+            global: Arc::new(GlobalLimits::default()),
+            failed_auth: RateLimiter::keyed(q),
+            clock: DefaultClock::default(),
+        }
     }
 
     fn limiter(&self, p: &RateLimitPolicy) -> Arc<Keyed> {

@@ -79,9 +79,23 @@ impl Cluster {
 
     /// Proposes `op` through the leader and returns once this node has applied it.
     pub async fn write(&self, caller: Caller, request_id: RequestId, op: Op) -> Result<Written, ClusterError> {
-        let request = Request { request_id, ts_ms: 0, op };
         let deadline = Instant::now() + WRITE_DEADLINE;
-        let written = loop {
+        let written = self.propose(caller, request_id, op, deadline).await?;
+        self.wait_applied(written.index, deadline).await?;
+        Ok(written)
+    }
+
+    /// Proposes `op` through the leader and returns once the leader applied it (this node may
+    /// not have yet), or fails at `deadline`.
+    pub async fn propose(
+        &self,
+        caller: Caller,
+        request_id: RequestId,
+        op: Op,
+        deadline: Instant,
+    ) -> Result<Written, ClusterError> {
+        let request = Request { request_id, ts_ms: 0, op };
+        loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = match self.leader() {
                 // A deposed leader that does not know it yet (openraft 0.9 has no CheckQuorum)
@@ -110,22 +124,18 @@ impl Cluster {
                 None => Err(LeaderRefusal::NotLeader { leader: None }),
             };
             match attempt {
-                Ok(w) => break w,
+                Ok(w) => return Ok(w),
                 Err(LeaderRefusal::Forbidden) => return Err(ClusterError::Forbidden),
                 Err(LeaderRefusal::Invalid(m)) => return Err(ClusterError::Invalid(m)),
                 Err(e @ (LeaderRefusal::NotLeader { .. } | LeaderRefusal::Unavailable(_))) => {
                     if Instant::now() + NO_LEADER_BACKOFF >= deadline {
-                        return Err(ClusterError::Timeout(format!(
-                            "write not committed within {WRITE_DEADLINE:?}: {e}"
-                        )));
+                        return Err(ClusterError::Timeout(format!("write not committed in time: {e}")));
                     }
                     tracing::debug!(error = %e, "write retry");
                     tokio::time::sleep(NO_LEADER_BACKOFF).await;
                 }
             }
-        };
-        self.wait_applied(written.index, deadline).await?;
-        Ok(written)
+        }
     }
 
     /// Runs a write on this node, which believes it leads. Also serves forwarded writes.

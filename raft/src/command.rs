@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::operations::{
-    BootstrapAdminToken, CreateKey, CreateKeys, DeleteConsumer, DeleteRateLimit, DeleteRole, DeleteRoute, PutConsumer,
-    PutRateLimit, PutRole, PutRoute, RegisterNode, RetireNode, RevokeKey, RotateKey,
+    AcquireQuota, AlertDone, BootstrapAdminToken, CreateKey, CreateKeys, DeleteAlert, DeleteConsumer, DeleteRateLimit,
+    DeleteRole, DeleteRoute, PutAlert, PutConsumer, PutRateLimit, PutRole, PutRoute, QuotaGrant, RegisterNode,
+    RetireNode, RevokeKey, RotateKey,
 };
 use raftgate_proxy::policy::{ApiKey, Consumer};
 
@@ -39,12 +40,23 @@ pub enum Op {
     BootstrapAdminToken(BootstrapAdminToken),
     RegisterNode(RegisterNode),
     RetireNode(RetireNode),
+    AcquireQuota(AcquireQuota),
+    PutAlert(PutAlert),
+    DeleteAlert(DeleteAlert),
+    AlertDone(AlertDone),
 }
 
 impl Op {
     /// Operations a node may propose for itself, without an admin token.
     pub fn is_node_internal(&self) -> bool {
-        matches!(self, Op::BootstrapAdminToken(_) | Op::RegisterNode(_) | Op::RetireNode(_))
+        matches!(
+            self,
+            Op::BootstrapAdminToken(_)
+                | Op::RegisterNode(_)
+                | Op::RetireNode(_)
+                | Op::AcquireQuota(_)
+                | Op::AlertDone(_)
+        )
     }
 
     /// Operations that take access away; their callers wait until every node applied them.
@@ -76,6 +88,8 @@ pub enum Outcome {
     },
     Consumer(Consumer),
     Key(ApiKey),
+    /// One grant per ask of an [`AcquireQuota`], in order (asks for unknown policies are skipped).
+    Quota(Vec<QuotaGrant>),
 }
 
 /// A deterministic refusal: every node reaches the same one for the same entry.

@@ -2,22 +2,26 @@
 //! everything random or secret-derived (a new key's id and digest), computed before it was
 //! proposed; its `apply` reads time only from the entry, so it is deterministic by construction.
 
+mod alert;
 mod bootstrap_admin_token;
 mod consumer;
 mod create_key;
 mod create_keys;
 mod node;
+mod quota;
 mod rate_limit;
 mod revoke_key;
 mod role;
 mod rotate_key;
 mod route;
 
+pub use alert::{AlertDone, DeleteAlert, PutAlert, ALERT_RULES_MAX};
 pub use bootstrap_admin_token::BootstrapAdminToken;
 pub use consumer::{DeleteConsumer, PutConsumer};
 pub use create_key::CreateKey;
 pub use create_keys::{CreateKeys, KEYS_PER_BATCH_MAX};
 pub use node::{RegisterNode, RetireNode};
+pub use quota::{AcquireQuota, QuotaAsk, QuotaGive, QuotaGrant, QUOTA_ITEMS_MAX};
 pub use rate_limit::{DeleteRateLimit, PutRateLimit};
 pub use revoke_key::RevokeKey;
 pub use role::{DeleteRole, PutRole};
@@ -45,5 +49,9 @@ pub fn apply(op: &Op, st: &mut GatewayState, now_ms: u64, w: &mut Writes) -> Res
         Op::BootstrapAdminToken(o) => o.apply(st, now_ms, w),
         Op::RegisterNode(o) => o.apply(st, w),
         Op::RetireNode(o) => o.apply(st, w),
+        Op::AcquireQuota(o) => o.apply(st, now_ms, w),
+        Op::PutAlert(o) => o.apply(st, w),
+        Op::DeleteAlert(o) => o.apply(st, w),
+        Op::AlertDone(o) => o.apply(st, w),
     }
 }

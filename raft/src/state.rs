@@ -38,6 +38,99 @@ pub struct NodeRecord {
     pub retired: bool,
 }
 
+/// One (window, policy, subject) of a global rate limit; ordered by window first, so that
+/// ended windows are found from the front.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QuotaKey {
+    pub window_start_ms: u64,
+    pub policy: Name,
+    pub subject: String,
+}
+
+/// The tokens granted for one [`QuotaKey`]: `granted` is the sum of `holders` and never
+/// exceeds `limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaLedger {
+    pub window_ms: u64,
+    pub limit: u64,
+    pub granted: u64,
+    /// Tokens each node holds (granted minus given back), by node id.
+    pub holders: Vec<(NodeId, u64)>,
+    /// Alert thresholds (permille) already fired in this window.
+    pub fired_permille: Vec<u32>,
+}
+
+impl QuotaLedger {
+    pub fn new(window_ms: u64) -> Self {
+        Self { window_ms, limit: 0, granted: 0, holders: Vec::new(), fired_permille: Vec::new() }
+    }
+
+    pub fn held_by(&self, node: NodeId) -> u64 {
+        self.holders.iter().find(|(n, _)| *n == node).map_or(0, |(_, t)| *t)
+    }
+
+    pub fn set_held(&mut self, node: NodeId, tokens: u64) {
+        match self.holders.iter_mut().find(|(n, _)| *n == node) {
+            Some(h) => h.1 = tokens,
+            None => self.holders.push((node, tokens)),
+        }
+    }
+}
+
+/// A webhook for threshold alerts.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRule {
+    pub name: Name,
+    /// Where alerts are POSTed (http or https).
+    pub url: String,
+    /// The HMAC-SHA256 key of the `X-Raftgate-Signature` header; never shown by reads.
+    pub secret: String,
+    /// Global rate-limit policies watched; empty watches every global one.
+    pub rate_limits: Vec<Name>,
+    /// Fractions of the limit that fire, in permille (800 = 80 %), ascending.
+    pub thresholds_permille: Vec<u32>,
+}
+
+impl std::fmt::Debug for AlertRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertRule")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("rate_limits", &self.rate_limits)
+            .field("thresholds_permille", &self.thresholds_permille)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An alert that fired and is not delivered yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAlert {
+    /// Deterministic: rule, policy, window, threshold and a digest of the subject. Receivers
+    /// get it as `X-Raftgate-Alert-Id` and can drop a repeat.
+    pub id: String,
+    pub rule: Name,
+    pub fired_at_ms: u64,
+    pub policy: Name,
+    pub subject: String,
+    pub window_start_ms: u64,
+    pub window_ms: u64,
+    pub limit: u64,
+    pub threshold_permille: u32,
+    /// Tokens handed out when it fired.
+    pub granted: u64,
+}
+
+/// Pending alerts kept at most; past it new ones are not recorded (a webhook down for long
+/// must not grow the state without bound).
+pub const PENDING_ALERTS_MAX: usize = 10_000;
+
+/// Persisted form of a ledger: the key travels in the value, so subjects need no escaping.
+#[derive(Serialize, Deserialize)]
+struct QuotaRecord {
+    key: QuotaKey,
+    ledger: QuotaLedger,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct DedupEntry {
     ts_ms: u64,
@@ -50,6 +143,12 @@ pub struct GatewayState {
     pub policy: Policy,
     pub admin_tokens: OrdMap<Name, AdminToken>,
     pub nodes: OrdMap<NodeId, NodeRecord>,
+    /// Global rate-limit ledgers of windows that have not ended.
+    quotas: OrdMap<QuotaKey, QuotaLedger>,
+    pub alert_rules: OrdMap<Name, AlertRule>,
+    pub pending_alerts: OrdMap<String, PendingAlert>,
+    /// The same keys by window end, for expiry.
+    quota_ends: OrdSet<(u64, QuotaKey)>,
     dedup: OrdMap<RequestId, DedupEntry>,
     /// The same entries ordered by time, for eviction.
     dedup_by_time: OrdSet<(u64, RequestId)>,
@@ -65,6 +164,9 @@ mod prefix {
     pub const ADMIN_TOKEN: &str = "a/";
     pub const NODE: &str = "n/";
     pub const DEDUP: &str = "q/";
+    pub const QUOTA: &str = "g/";
+    pub const ALERT_RULE: &str = "w/";
+    pub const PENDING_ALERT: &str = "p/";
     pub const CLOCK: &str = "z/clock";
 }
 
@@ -155,6 +257,66 @@ impl GatewayState {
         self.nodes.insert(n.id, n);
     }
 
+    pub fn quota(&self, key: &QuotaKey) -> Option<&QuotaLedger> {
+        self.quotas.get(key)
+    }
+
+    /// Ledgers of live windows (for the debug endpoint and tests).
+    pub fn quotas(&self) -> impl Iterator<Item = (&QuotaKey, &QuotaLedger)> {
+        self.quotas.iter()
+    }
+
+    fn quota_record_key(key: &QuotaKey) -> String {
+        // Window first (big-endian hex) so records sort like the map; the subject is hashed
+        // into the key to keep it short and free of separators.
+        let digest = Sha256::digest(key.subject.as_bytes());
+        format!("{}{:016x}/{}/{}", prefix::QUOTA, key.window_start_ms, key.policy, hex::encode(&digest[..12]))
+    }
+
+    pub fn put_quota(&mut self, key: QuotaKey, ledger: QuotaLedger, w: &mut Writes) {
+        let rec_key = Self::quota_record_key(&key);
+        w.put(rec_key, &QuotaRecord { key: key.clone(), ledger: ledger.clone() });
+        self.quota_ends.insert((key.window_start_ms + ledger.window_ms, key.clone()));
+        self.quotas.insert(key, ledger);
+    }
+
+    /// Drops the ledgers of windows that ended by `now_ms`: their tokens lapsed on every node.
+    pub fn expire_quotas(&mut self, now_ms: u64, w: &mut Writes) {
+        while let Some((end, key)) = self.quota_ends.get_min().cloned() {
+            if end > now_ms {
+                break;
+            }
+            self.quota_ends.remove(&(end, key.clone()));
+            w.delete(Self::quota_record_key(&key));
+            self.quotas.remove(&key);
+        }
+    }
+
+    pub fn put_alert_rule(&mut self, r: AlertRule, w: &mut Writes) -> bool {
+        w.put(format!("{}{}", prefix::ALERT_RULE, r.name), &r);
+        self.alert_rules.insert(r.name.clone(), r).is_none()
+    }
+
+    pub fn delete_alert_rule(&mut self, name: &Name, w: &mut Writes) -> Option<AlertRule> {
+        w.delete(format!("{}{}", prefix::ALERT_RULE, name));
+        self.alert_rules.remove(name)
+    }
+
+    /// Records a fired alert unless it is already pending or too many are.
+    pub fn add_pending_alert(&mut self, a: PendingAlert, w: &mut Writes) {
+        if self.pending_alerts.len() >= PENDING_ALERTS_MAX || self.pending_alerts.contains_key(&a.id) {
+            return;
+        }
+        w.put(format!("{}{}", prefix::PENDING_ALERT, a.id), &a);
+        self.pending_alerts.insert(a.id.clone(), a);
+    }
+
+    pub fn remove_pending_alert(&mut self, id: &str, w: &mut Writes) {
+        if self.pending_alerts.remove(id).is_some() {
+            w.delete(format!("{}{}", prefix::PENDING_ALERT, id));
+        }
+    }
+
     /// A stored response if this request id was already applied.
     pub fn dedup_lookup(&self, id: &RequestId) -> Option<Response> {
         self.dedup.get(id).map(|e| e.response.clone())
@@ -208,6 +370,16 @@ impl GatewayState {
             } else if key.starts_with(prefix::NODE) {
                 let n: NodeRecord = decode(&value).map_err(bad)?;
                 st.nodes.insert(n.id, n);
+            } else if key.starts_with(prefix::ALERT_RULE) {
+                let r: AlertRule = decode(&value).map_err(bad)?;
+                st.alert_rules.insert(r.name.clone(), r);
+            } else if key.starts_with(prefix::PENDING_ALERT) {
+                let a: PendingAlert = decode(&value).map_err(bad)?;
+                st.pending_alerts.insert(a.id.clone(), a);
+            } else if key.starts_with(prefix::QUOTA) {
+                let r: QuotaRecord = decode(&value).map_err(bad)?;
+                st.quota_ends.insert((r.key.window_start_ms + r.ledger.window_ms, r.key.clone()));
+                st.quotas.insert(r.key, r.ledger);
             } else if let Some(id_hex) = key.strip_prefix(prefix::DEDUP) {
                 let entry: DedupEntry = decode(&value).map_err(bad)?;
                 let mut id = RequestId::default();
@@ -226,6 +398,13 @@ impl GatewayState {
         let mut h = Sha256::new();
         h.update(self.policy.time_ms.to_be_bytes());
         self.hash_entities(&mut h);
+        for a in self.pending_alerts.values() {
+            h.update(rec(a));
+        }
+        for (k, l) in self.quotas.iter() {
+            h.update(rec(k));
+            h.update(rec(l));
+        }
         for (id, e) in self.dedup.iter() {
             h.update(id);
             h.update(rec(e));
@@ -263,6 +442,9 @@ impl GatewayState {
         }
         for n in self.nodes.values() {
             h.update(rec(n));
+        }
+        for r in self.alert_rules.values() {
+            h.update(rec(r));
         }
     }
 }

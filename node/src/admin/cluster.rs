@@ -25,6 +25,7 @@ pub async fn health(State(state): State<AdminState>) -> Json<Value> {
         "last_applied": s.last_applied,
         "fresh": state.fresh.is_fresh(),
         "lease_remaining_ms": state.fresh.remaining_ms(),
+        "ready": state.fresh.is_fresh() && state.duties_done.load(std::sync::atomic::Ordering::Acquire),
     }))
 }
 
@@ -154,6 +155,7 @@ pub async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     gauge(&mut registry, "audit_queue_depth", "Audit events waiting to be written", depth);
     gauge(&mut registry, "audit_dropped", "Audit events dropped because the queue was full (total)", dropped);
     state.gateway.metrics.register(&mut registry);
+    state.gateway.limits.global.metrics.register(&mut registry);
     let mut out = String::new();
     if encode(&mut out, &registry).is_err() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response();

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Global rate-limit benchmark: starts nginx as a fast static upstream (for the throughput part),
+# then runs chaos-tests' bench-global-limits (accuracy on 3 and 5 nodes, req/s and Raft entries
+# under a global vs a local limit, revoke latency). Prints its figures.
+# Usage: bench/global-bench.sh [windows] [seconds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+WINDOWS=${1:-3}; SECS=${2:-10}
+for p in nginx-light wrk; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$p" >/dev/null; }
+    }
+done
+W=$(mktemp -d); trap 'nginx -c $W/nginx.conf -s stop 2>/dev/null || true; rm -rf $W' EXIT
+UP=18090
+cat > "$W/nginx.conf" <<NGINX
+worker_processes 1;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
+}
+NGINX
+nginx -c "$W/nginx.conf"
+cargo build --release --locked -p raftgate -p chaos-tests --bins >/dev/null
+BENCH_UPSTREAM="http://127.0.0.1:$UP" "$CARGO_TARGET_DIR/release/bench-global-limits" --windows "$WINDOWS" --seconds "$SECS"

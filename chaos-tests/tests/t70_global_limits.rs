@@ -1,0 +1,208 @@
+//! Global rate limits on 3 nodes: L = 100 per minute per key, `"mode": "global"`.
+//! 400 requests spread evenly, all on one node, and moving between nodes: the upstream sees at
+//! most 100 of each key, and at least 95 while every node is healthy. Then a SIGKILL and a
+//! SIGSTOP mid-window: still at most 100.
+//!
+//! The count is taken at the upstream (`x-gateway-key-id`), not from the client's 200s: a
+//! request admitted by a node that dies before answering still counts.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+#![allow(clippy::disallowed_methods, reason = "windows are aligned to wall-clock time, as the cluster's are")]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chaos_tests::{EchoUpstream, TestCluster};
+use serde_json::{json, Value};
+
+const LIMIT: u64 = 100;
+
+/// Which node request i goes to.
+type Pick = Box<dyn Fn(usize) -> u64>;
+const WINDOW_MS: u64 = 60_000;
+
+async fn ok(c: &TestCluster, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let (status, reply) = c.req(1, method.clone(), path, Some(body)).await.unwrap();
+    assert!((200..300).contains(&status), "{method} {path}: {status} {reply}");
+    reply
+}
+
+/// A route `/g` under a global limit of 100 per minute per key, and `n` keys.
+async fn install(c: &TestCluster, upstream: &str, n: usize) -> Vec<(String, String)> {
+    use reqwest::Method;
+    ok(c, Method::PUT, "/v1/roles/caller", json!({ "permissions": [{ "methods": ["GET"], "path": "/g/**" }] })).await;
+    ok(
+        c,
+        Method::PUT,
+        "/v1/rate-limits/global-100",
+        json!({ "limit": LIMIT, "window_s": WINDOW_MS / 1000, "per": "key", "mode": "global" }),
+    )
+    .await;
+    ok(
+        c,
+        Method::PUT,
+        "/v1/routes/g",
+        json!({ "path_prefix": "/g", "upstreams": [upstream], "rate_limits": ["global-100"] }),
+    )
+    .await;
+    ok(c, Method::POST, "/v1/consumers", json!({ "name": "acme", "roles": ["caller"] })).await;
+    let mut keys = Vec::new();
+    for _ in 0..n {
+        let k = ok(c, Method::POST, "/v1/keys", json!({ "consumer": "acme" })).await;
+        keys.push((k["id"].as_str().unwrap().to_string(), k["key"].as_str().unwrap().to_string()));
+    }
+    keys
+}
+
+/// Waits, if needed, until the current window (aligned to the epoch, like the cluster's) has
+/// at least `margin` left, so that a scenario runs inside one window.
+async fn window_with(margin: Duration) -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let left = WINDOW_MS - now % WINDOW_MS;
+    if left < margin.as_millis() as u64 {
+        tokio::time::sleep(Duration::from_millis(left + 200)).await;
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    now - now % WINDOW_MS
+}
+
+fn window_now() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    now - now % WINDOW_MS
+}
+
+/// Sends one request every `every` to the node `target(i)` picks, each on its own task so a
+/// slow answer does not slow the pace; returns the statuses seen (0 = no answer).
+async fn fire(
+    c: &TestCluster,
+    key: &str,
+    n: usize,
+    every: Duration,
+    target: impl Fn(usize) -> u64,
+) -> BTreeMap<u16, u64> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let mut tick = tokio::time::interval(every);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        tick.tick().await;
+        let url = format!("{}/g/{i}", c.nodes[&target(i)].proxy_url());
+        let req = http.get(url).bearer_auth(key);
+        tasks.push(tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }));
+    }
+    let mut statuses = BTreeMap::new();
+    for t in tasks {
+        *statuses.entry(t.await.unwrap()).or_default() += 1;
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_limit_holds_under_every_load_pattern() {
+    let c = TestCluster::start(3, &[]).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = EchoUpstream::start().await;
+    let keys = install(&c, &up.url(), 3).await;
+    let ids = c.ids();
+    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
+    let every = Duration::from_millis(5);
+
+    let window = window_with(Duration::from_secs(30)).await;
+    let patterns: [(&str, Pick); 3] = [
+        ("even", Box::new(|i| 1 + (i % 3) as u64)),
+        ("one node", Box::new(|_| 2)),
+        // Traffic moves to the next node every 40 requests (200 ms), round and round.
+        ("moving", Box::new(|i| 1 + ((i / 40) % 3) as u64)),
+    ];
+    for ((name, target), (id, key)) in patterns.iter().zip(&keys) {
+        let statuses = fire(&c, key, 400, every, target).await;
+        // Requests still travelling when the last answer came back are counted too.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let admitted = up.hits_for_key(id);
+        assert!(admitted <= LIMIT, "{name}: {admitted} admitted, limit {LIMIT}; statuses {statuses:?}");
+        assert!(admitted >= LIMIT * 95 / 100, "{name}: only {admitted} of {LIMIT} admitted; statuses {statuses:?}");
+        assert_eq!(statuses.get(&200).copied().unwrap_or(0), admitted, "{name}: {statuses:?}");
+        assert_eq!(statuses.values().sum::<u64>(), 400);
+        assert!(
+            statuses.keys().all(|s| *s == 200 || *s == 429),
+            "{name}: only 200 and 429 expected when healthy: {statuses:?}"
+        );
+    }
+    assert_eq!(window_now(), window, "the scenario ran inside one window");
+
+    // The 429 says when the window ends.
+    let http = reqwest::Client::new();
+    let r = http.get(format!("{}/g/x", c.nodes[&1].proxy_url())).bearer_auth(&keys[1].1).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let left_s = (window + WINDOW_MS - now).div_ceil(1000);
+    assert!(retry <= left_s + 1 && retry + 2 >= left_s, "Retry-After {retry} s, window ends in {left_s} s");
+    assert_eq!(r.headers()["ratelimit-limit"], "100");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_limit_holds_when_nodes_die_mid_window() {
+    let mut c = TestCluster::start(3, &[]).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = EchoUpstream::start().await;
+    let keys = install(&c, &up.url(), 1).await;
+    let (id, key) = keys[0].clone();
+    let ids = c.ids();
+    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
+    let every = Duration::from_millis(5);
+
+    let window = window_with(Duration::from_secs(40)).await;
+    // Some traffic everywhere, so every node holds tokens.
+    fire(&c, &key, 60, every, |i| 1 + (i % 3) as u64).await;
+    // Crash one node and freeze another: the survivor has no quorum and may spend only what it
+    // already holds.
+    let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
+    let crashed = leader;
+    let frozen = *ids.iter().find(|i| **i != leader).unwrap();
+    let survivor = *ids.iter().find(|i| **i != crashed && **i != frozen).unwrap();
+    c.node(crashed).kill();
+    c.node(frozen).pause();
+    let alone = fire(&c, &key, 150, every, |_| survivor).await;
+    // Back to health: the frozen node resumes (with the tokens it held), the crashed one
+    // restarts (its tokens are lost, never spent), and traffic goes everywhere again.
+    c.node(frozen).resume();
+    c.node(crashed).restart();
+    c.wait_converged(&ids, Duration::from_secs(20)).await.unwrap();
+    let after = fire(&c, &key, 190, every, |i| 1 + (i % 3) as u64).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let admitted = up.hits_for_key(&id);
+    assert_eq!(window_now(), window, "the scenario ran inside one window");
+    assert!(admitted <= LIMIT, "{admitted} admitted, limit {LIMIT}; alone {alone:?}, after {after:?}");
+    // Not a goal under faults, but the cluster must not have stopped admitting altogether.
+    assert!(admitted > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_limit_holds_across_a_partition() {
+    let c = TestCluster::start_with_faults(3, &[]).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = EchoUpstream::start().await;
+    let keys = install(&c, &up.url(), 1).await;
+    let (id, key) = keys[0].clone();
+    let ids = c.ids();
+    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
+    let every = Duration::from_millis(5);
+
+    let window = window_with(Duration::from_secs(40)).await;
+    fire(&c, &key, 60, every, |i| 1 + (i % 3) as u64).await;
+    // Cut the leader off: the majority elects another and goes on granting; the old leader
+    // spends what it holds and can grant nothing more (its entries cannot commit).
+    let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
+    c.net().isolate(leader, &ids);
+    let during = fire(&c, &key, 200, every, |i| 1 + (i % 3) as u64).await;
+    c.net().heal();
+    c.wait_converged(&ids, Duration::from_secs(20)).await.unwrap();
+    let after = fire(&c, &key, 140, every, |i| 1 + (i % 3) as u64).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let admitted = up.hits_for_key(&id);
+    assert_eq!(window_now(), window, "the scenario ran inside one window");
+    assert!(admitted <= LIMIT, "{admitted} admitted, limit {LIMIT}; during {during:?}, after {after:?}");
+    assert!(admitted > 0);
+}

@@ -1,0 +1,188 @@
+//! Delivers threshold alerts to their webhooks. Runs on every node; only the leader delivers.
+//!
+//! Alerts fire inside the state machine (`raft/src/operations/quota.rs`), so each one exists
+//! once per threshold per window on every node. The leader POSTs each pending alert as JSON,
+//! signed `X-Raftgate-Signature: sha256=<hex HMAC-SHA256(secret, body)>`, with its id in
+//! `X-Raftgate-Alert-Id`; it retries with backoff (0.5 s doubling, 6 attempts, each bounded by
+//! 5 s), then proposes `AlertDone`, which removes it everywhere, and records the outcome in its
+//! audit trail. A leader that loses leadership stops; the next one delivers what is still
+//! pending. Delivery is at least once: if a leader dies between the webhook's 2xx and the
+//! commit of `AlertDone`, the next leader sends it again with the same id.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use raftgate_proxy::audit::{AuditEvent, AuditQueue};
+use raftgate_raft::cluster::Cluster;
+use raftgate_raft::command::Op;
+use raftgate_raft::network::wire::Caller;
+use raftgate_raft::operations::AlertDone;
+use raftgate_raft::state::{AlertRule, PendingAlert};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+const POLL: Duration = Duration::from_millis(100);
+const ATTEMPTS: u32 = 6;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deliveries in flight at once.
+const IN_FLIGHT_MAX: usize = 32;
+
+pub async fn run(cluster: Arc<Cluster>, audit: AuditQueue, mut shutdown: watch::Receiver<bool>) {
+    let client = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "alert delivery disabled: no HTTP client");
+            return;
+        }
+    };
+    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if !is_leader(&cluster) {
+            continue;
+        }
+        let view = cluster.view.load_full();
+        for (id, alert) in view.pending_alerts.iter() {
+            let Some(rule) = view.alert_rules.get(&alert.rule) else { continue };
+            {
+                let mut f = in_flight.lock().expect("in-flight lock");
+                if f.len() >= IN_FLIGHT_MAX {
+                    break;
+                }
+                if !f.insert(id.clone()) {
+                    continue;
+                }
+            }
+            let (cluster, client, audit, in_flight) =
+                (cluster.clone(), client.clone(), audit.clone(), in_flight.clone());
+            let (alert, rule, version) = (alert.clone(), rule.clone(), view.policy.version);
+            tokio::spawn(async move {
+                deliver(&cluster, &client, &audit, &alert, &rule, version).await;
+                in_flight.lock().expect("in-flight lock").remove(&alert.id);
+            });
+        }
+    }
+}
+
+fn is_leader(cluster: &Cluster) -> bool {
+    cluster.leader().is_some_and(|(l, _)| l == cluster.id)
+}
+
+/// The JSON body of an alert.
+pub fn body(alert: &PendingAlert, node_id: u64) -> String {
+    json!({
+        "id": alert.id,
+        "kind": "global_limit_threshold",
+        "rule": alert.rule,
+        "rate_limit": alert.policy,
+        "subject": alert.subject,
+        "window_start_ms": alert.window_start_ms,
+        "window_end_ms": alert.window_start_ms + alert.window_ms,
+        "limit": alert.limit,
+        "threshold": f64::from(alert.threshold_permille) / 1000.0,
+        "granted": alert.granted,
+        "fired_at_ms": alert.fired_at_ms,
+        "sent_by_node": node_id,
+    })
+    .to_string()
+}
+
+/// `sha256=<hex>` of HMAC-SHA256 over the body.
+pub fn signature(secret: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn deliver(
+    cluster: &Cluster,
+    client: &reqwest::Client,
+    audit: &AuditQueue,
+    alert: &PendingAlert,
+    rule: &AlertRule,
+    version: u64,
+) {
+    let started = Instant::now();
+    let body = body(alert, cluster.id);
+    let sig = signature(&rule.secret, &body);
+    let mut backoff = FIRST_BACKOFF;
+    let (mut attempts, mut status, mut delivered) = (0u32, 0u16, false);
+    while attempts < ATTEMPTS {
+        if !is_leader(cluster) {
+            return; // the next leader delivers it
+        }
+        attempts += 1;
+        let sent = client
+            .post(&rule.url)
+            .header("content-type", "application/json")
+            .header("x-raftgate-alert-id", &alert.id)
+            .header("x-raftgate-signature", &sig)
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                status = r.status().as_u16();
+                delivered = true;
+                break;
+            }
+            Ok(r) => status = r.status().as_u16(),
+            Err(e) => {
+                status = 0;
+                tracing::debug!(error = %e, id = %alert.id, "alert delivery attempt failed");
+            }
+        }
+        if attempts < ATTEMPTS {
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+    // The same request id on every leader: two reports of one alert are applied once.
+    let digest = Sha256::digest(format!("alert-done/{}", alert.id).as_bytes());
+    let mut request_id = [0u8; 16];
+    request_id.copy_from_slice(&digest[..16]);
+    let op = Op::AlertDone(AlertDone { id: alert.id.clone(), delivered, attempts });
+    if let Err(e) = cluster.write(Caller::Node, request_id, op).await {
+        tracing::warn!(error = %e, id = %alert.id, "could not record the alert's delivery; the next leader retries it");
+    }
+    if !delivered {
+        tracing::warn!(id = %alert.id, url = %rule.url, attempts, status, "alert undeliverable; given up");
+    }
+    audit.record(AuditEvent {
+        ts_ms: crate::admin::now_ms(),
+        node_id: cluster.id,
+        kind: "alert".into(),
+        decision: if delivered { "allow" } else { "deny" }.into(),
+        reason: if delivered { "delivered" } else { "undeliverable" }.into(),
+        key_id: None,
+        consumer: None,
+        route: Some(alert.rule.to_string()),
+        method: "POST".into(),
+        path: alert.id.clone(),
+        status,
+        latency_us: started.elapsed().as_micros() as u64,
+        client_ip: String::new(),
+        policy_version: version,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_of_the_body() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", "what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

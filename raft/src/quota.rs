@@ -1,0 +1,101 @@
+//! The quota task: the one place where a node's global rate limits meet Raft.
+//!
+//! It waits until the data plane wants tokens (or 50 ms pass, to give idle tokens back), takes
+//! every pending ask and give-back from [`GlobalLimits::collect`], proposes them as one
+//! [`AcquireQuota`] entry and hands the grants back. One entry is in flight at a time, so asks
+//! that arrive meanwhile are batched into the next: the Raft write rate follows the number of
+//! hot subjects and nodes, not the request rate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raftgate_proxy::global::{Ask, GiveBack, GlobalLimits, Grant};
+use tokio::sync::watch;
+
+use crate::cluster::Cluster;
+use crate::command::{Op, Outcome, Response};
+use crate::network::wire::Caller;
+use crate::operations::{AcquireQuota, QuotaAsk, QuotaGive, QUOTA_ITEMS_MAX};
+
+/// How often idle tokens are looked for when nothing else wakes the task.
+const SWEEP: Duration = Duration::from_millis(50);
+/// How long one proposal may take before its asks are failed (waiting requests give up sooner).
+const PROPOSE_DEADLINE: Duration = Duration::from_secs(1);
+
+pub async fn run(cluster: Arc<Cluster>, limits: Arc<GlobalLimits>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = limits.work() => {}
+            _ = tokio::time::sleep(SWEEP) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let (asks, gives) = limits.collect(Instant::now());
+        if asks.is_empty() && gives.is_empty() {
+            continue;
+        }
+        let mut asks = asks.into_iter().peekable();
+        let mut gives = gives.into_iter().peekable();
+        while asks.peek().is_some() || gives.peek().is_some() {
+            let batch_gives: Vec<GiveBack> = gives.by_ref().take(QUOTA_ITEMS_MAX / 2).collect();
+            let batch_asks: Vec<Ask> = asks.by_ref().take(QUOTA_ITEMS_MAX - batch_gives.len()).collect();
+            exchange(&cluster, &limits, batch_asks, batch_gives).await;
+        }
+    }
+}
+
+async fn exchange(cluster: &Cluster, limits: &GlobalLimits, asks: Vec<Ask>, gives: Vec<GiveBack>) {
+    let op = Op::AcquireQuota(AcquireQuota {
+        node: cluster.id,
+        asks: asks
+            .iter()
+            .map(|a| QuotaAsk { policy: a.policy.clone(), subject: a.subject.clone(), want: a.want })
+            .collect(),
+        gives: gives
+            .into_iter()
+            .map(|g| QuotaGive { policy: g.policy, subject: g.subject, window_start_ms: g.window_start_ms, n: g.n })
+            .collect(),
+    });
+    // `sent` is taken before proposing: the window's end is measured from it, so a node stops
+    // spending no later than the agreed time says the window ends.
+    let sent = Instant::now();
+    limits.metrics.entries.inc();
+    match cluster.propose(Caller::Node, Cluster::new_request_id(), op, sent + PROPOSE_DEADLINE).await {
+        Ok(written) => match written.response {
+            Response::Ok(Outcome::Quota(grants)) => {
+                let grants: Vec<Grant> = grants
+                    .into_iter()
+                    .map(|g| Grant {
+                        policy: g.policy,
+                        subject: g.subject,
+                        window_start_ms: g.window_start_ms,
+                        window_ms: g.window_ms,
+                        ts_ms: g.ts_ms,
+                        limit: g.limit,
+                        granted: g.granted,
+                        available: g.available,
+                    })
+                    .collect();
+                limits.granted(&grants, sent, Instant::now());
+                // Asks the state machine skipped (policy gone or made local) are settled too.
+                let skipped: Vec<Ask> = asks
+                    .into_iter()
+                    .filter(|a| !grants.iter().any(|g| g.policy == a.policy && g.subject == a.subject))
+                    .collect();
+                if !skipped.is_empty() {
+                    limits.failed(&skipped, Instant::now());
+                }
+            }
+            other => {
+                tracing::warn!(?other, "quota entry refused");
+                limits.failed(&asks, Instant::now());
+            }
+        },
+        Err(e) => {
+            // Outcome unknown: tokens granted by an entry we never heard back from are never
+            // spent, and tokens we gave back are gone either way. Both errors are safe.
+            tracing::debug!(error = %e, "quota entry not committed in time");
+            limits.metrics.entry_failures.inc();
+            limits.failed(&asks, Instant::now());
+        }
+    }
+}
