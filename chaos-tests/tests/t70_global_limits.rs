@@ -118,6 +118,7 @@ async fn global_limit_holds_under_every_load_pattern() {
         // Requests still travelling when the last answer came back are counted too.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let admitted = up.hits_for_key(id);
+        println!("{name}: {admitted} of {LIMIT} admitted; statuses {statuses:?}");
         assert!(admitted <= LIMIT, "{name}: {admitted} admitted, limit {LIMIT}; statuses {statuses:?}");
         assert!(admitted >= LIMIT * 95 / 100, "{name}: only {admitted} of {LIMIT} admitted; statuses {statuses:?}");
         assert_eq!(statuses.get(&200).copied().unwrap_or(0), admitted, "{name}: {statuses:?}");
