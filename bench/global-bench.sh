@@ -26,4 +26,4 @@ http {
 NGINX
 nginx -c "$W/nginx.conf"
 cargo build --release --locked -p raftgate -p chaos-tests --bins >/dev/null
-BENCH_UPSTREAM="http://127.0.0.1:$UP" "$CARGO_TARGET_DIR/release/bench-global-limits" --windows "$WINDOWS" --seconds "$SECS"
+RAFTGATE_BIN="$CARGO_TARGET_DIR/release/raftgate" BENCH_UPSTREAM="http://127.0.0.1:$UP" "$CARGO_TARGET_DIR/release/bench-global-limits" --windows "$WINDOWS" --seconds "$SECS"

@@ -125,3 +125,89 @@ async fn alerts_fire_once_per_threshold_across_a_leader_kill() {
         .collect();
     assert_eq!(delivered.len(), 2, "{delivered:?}");
 }
+
+/// The auth guard: failed authentications from one IP, counted on every node, pass the
+/// threshold; the IP is blocked everywhere (a valid key from it gets 403 on every node) and one
+/// alert says so. Keys nearing expiry get exactly one reminder each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_auth_flood_is_blocked_everywhere_and_expiring_keys_are_reminded_once() {
+    use reqwest::Method;
+    // Client IPs come from X-Forwarded-For, so that the test can speak from several addresses.
+    let c = TestCluster::start(3, &["--trusted-proxies", "127.0.0.1"]).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = EchoUpstream::start().await;
+    let hook = WebhookReceiver::start().await;
+    ok(&c, 1, Method::PUT, "/v1/roles/caller", json!({ "permissions": [{ "methods": ["GET"], "path": "/**" }] })).await;
+    ok(&c, 1, Method::PUT, "/v1/routes/api", json!({ "path_prefix": "/", "upstreams": [up.url()] })).await;
+    ok(&c, 1, Method::POST, "/v1/consumers", json!({ "name": "acme", "roles": ["caller"] })).await;
+    let key =
+        ok(&c, 1, Method::POST, "/v1/keys", json!({ "consumer": "acme" })).await["key"].as_str().unwrap().to_string();
+    ok(
+        &c,
+        1,
+        Method::PUT,
+        "/v1/alerts/security",
+        json!({ "url": hook.url(), "secret": SECRET, "failed_auth": true, "key_expiry_s": 3600 }),
+    )
+    .await;
+    ok(&c, 2, Method::PUT, "/v1/auth-guard", json!({ "threshold": 30, "window_s": 60, "block_s": 120 })).await;
+    let ids = c.ids();
+    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
+
+    // 45 guesses from one IP, spread over the nodes (each node alone sees only 15).
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let bad = "rgk_000000000000000000000000000000000000000000000000aa";
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    if WINDOW_MS - now % WINDOW_MS < 20_000 {
+        tokio::time::sleep(Duration::from_millis(WINDOW_MS - now % WINDOW_MS + 200)).await;
+    }
+    for i in 0..45u64 {
+        let url = format!("{}/x", c.nodes[&ids[(i % 3) as usize]].proxy_url());
+        let s = http.get(url).bearer_auth(bad).header("x-forwarded-for", "203.0.113.7").send().await.unwrap().status();
+        assert!(s == 401 || s == 429 || s == 403, "guess {i}: {s}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, g) = c.get(3, "/v1/auth-guard").await.unwrap();
+        if g["blocked_ips"].as_array().is_some_and(|b| b.iter().any(|e| e["ip"] == "203.0.113.7")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the IP was not blocked: {g}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
+    for id in &ids {
+        let url = format!("{}/orders", c.nodes[id].proxy_url());
+        let blocked = http.get(&url).bearer_auth(&key).header("x-forwarded-for", "203.0.113.7").send().await.unwrap();
+        assert_eq!(blocked.status(), 403, "node {id}: a valid key from the blocked IP");
+        assert!(blocked.headers().contains_key("retry-after"));
+        let other = http.get(&url).bearer_auth(&key).header("x-forwarded-for", "198.51.100.1").send().await.unwrap();
+        assert_eq!(other.status(), 200, "node {id}: another IP is unaffected");
+    }
+
+    // Reminders: a key expiring within the hour gets one; one expiring in two days none.
+    let soon = ok(&c, 1, Method::POST, "/v1/keys", json!({ "consumer": "acme", "expires_in_s": 600 })).await;
+    ok(&c, 1, Method::POST, "/v1/keys", json!({ "consumer": "acme", "expires_in_s": 172_800 })).await;
+    wait_for("the failed-auth alert and the reminder", Duration::from_secs(15), || hook.deliveries().len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let all = hook.deliveries();
+    let kinds: Vec<String> = all.iter().map(|d| d.json()["kind"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(all.len(), 2, "one alert each: {kinds:?}");
+    let flood = all.iter().find(|d| d.json()["kind"] == "failed_auth").unwrap();
+    assert_eq!(flood.json()["ip"], "203.0.113.7");
+    assert!(flood.json()["failures"].as_u64().unwrap() >= 30);
+    assert!(flood.json()["blocked_until_ms"].as_u64().is_some());
+    let reminder = all.iter().find(|d| d.json()["kind"] == "key_expiry").unwrap();
+    assert_eq!(reminder.json()["key_id"], soon["id"]);
+    assert!(all.iter().all(|d| d.signed_with(SECRET)));
+
+    // Turning the guard off lifts the block everywhere.
+    let (status, _) = c.req(1, Method::DELETE, "/v1/auth-guard", None).await.unwrap();
+    assert_eq!(status, 200);
+    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
+    for id in &ids {
+        let url = format!("{}/orders", c.nodes[id].proxy_url());
+        let r = http.get(&url).bearer_auth(&key).header("x-forwarded-for", "203.0.113.7").send().await.unwrap();
+        assert_eq!(r.status(), 200, "node {id}: unblocked");
+    }
+}

@@ -6,6 +6,7 @@
 
 mod alerts;
 mod auth;
+mod auth_guard;
 mod body;
 mod cluster;
 mod consumers;
@@ -79,6 +80,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/routes/{name}", put(routes::put).get(routes::get).delete(routes::delete))
         .route("/v1/rate-limits", get(rate_limits::list))
         .route("/v1/rate-limits/{name}", put(rate_limits::put).get(rate_limits::get).delete(rate_limits::delete))
+        .route("/v1/auth-guard", put(auth_guard::put).get(auth_guard::get).delete(auth_guard::delete))
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/alerts/{name}", put(alerts::put).get(alerts::get).delete(alerts::delete))
         .route("/v1/keys", post(keys::create).get(keys::list))

@@ -19,7 +19,8 @@ use raftgate_raft::cluster::Cluster;
 use raftgate_raft::command::Op;
 use raftgate_raft::network::wire::Caller;
 use raftgate_raft::operations::AlertDone;
-use raftgate_raft::state::{AlertRule, PendingAlert};
+use raftgate_raft::operations::{RemindKeyExpiry, REMIND_KEYS_MAX};
+use raftgate_raft::state::{AlertEvent, AlertRule, PendingAlert};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -28,6 +29,8 @@ const POLL: Duration = Duration::from_millis(100);
 const ATTEMPTS: u32 = 6;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the leader looks for keys nearing expiry (when a rule asks for reminders).
+const EXPIRY_SCAN: Duration = Duration::from_secs(1);
 /// Deliveries in flight at once.
 const IN_FLIGHT_MAX: usize = 32;
 
@@ -40,6 +43,7 @@ pub async fn run(cluster: Arc<Cluster>, audit: AuditQueue, mut shutdown: watch::
         }
     };
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut last_scan = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -47,6 +51,10 @@ pub async fn run(cluster: Arc<Cluster>, audit: AuditQueue, mut shutdown: watch::
         }
         if !is_leader(&cluster) {
             continue;
+        }
+        if last_scan.elapsed() >= EXPIRY_SCAN {
+            last_scan = Instant::now();
+            remind_expiring_keys(&cluster).await;
         }
         let view = cluster.view.load_full();
         for (id, alert) in view.pending_alerts.iter() {
@@ -71,27 +79,77 @@ pub async fn run(cluster: Arc<Cluster>, audit: AuditQueue, mut shutdown: watch::
     }
 }
 
+/// Proposes reminders for keys expiring within the longest reminder horizon of any rule; the
+/// state machine re-checks each against the agreed time and fires each (rule, key) once.
+async fn remind_expiring_keys(cluster: &Cluster) {
+    let view = cluster.view.load_full();
+    let Some(horizon_s) = view.alert_rules.values().filter_map(|r| r.key_expiry_s).max() else { return };
+    // The agreed time of the last entry: close enough for choosing candidates.
+    let now = view.now_ms();
+    let horizon = now.saturating_add(horizon_s.saturating_mul(1000));
+    let due: Vec<String> = view
+        .policy
+        .keys
+        .values()
+        .filter(|k| k.revoked_at_ms.is_none() && k.rotated_to.is_none())
+        .filter(|k| k.expires_at_ms.is_some_and(|e| e > now && e <= horizon))
+        .filter(|k| {
+            view.alert_rules.values().filter_map(|r| r.key_expiry_s.map(|s| (r, s))).any(|(r, _)| {
+                let id = format!("{}/key-expiry/{}/{}", r.name, k.id, k.expires_at_ms.unwrap_or(0));
+                !view.alert_fired(&id)
+            })
+        })
+        .take(REMIND_KEYS_MAX)
+        .map(|k| k.id.clone())
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    let op = Op::RemindKeyExpiry(RemindKeyExpiry { key_ids: due });
+    if let Err(e) = cluster.write(Caller::Node, Cluster::new_request_id(), op).await {
+        tracing::debug!(error = %e, "key-expiry reminders will be retried");
+    }
+}
+
 fn is_leader(cluster: &Cluster) -> bool {
     cluster.leader().is_some_and(|(l, _)| l == cluster.id)
 }
 
 /// The JSON body of an alert.
 pub fn body(alert: &PendingAlert, node_id: u64) -> String {
-    json!({
-        "id": alert.id,
-        "kind": "global_limit_threshold",
-        "rule": alert.rule,
-        "rate_limit": alert.policy,
-        "subject": alert.subject,
-        "window_start_ms": alert.window_start_ms,
-        "window_end_ms": alert.window_start_ms + alert.window_ms,
-        "limit": alert.limit,
-        "threshold": f64::from(alert.threshold_permille) / 1000.0,
-        "granted": alert.granted,
-        "fired_at_ms": alert.fired_at_ms,
-        "sent_by_node": node_id,
-    })
-    .to_string()
+    let mut v = match &alert.event {
+        AlertEvent::GlobalLimit { policy, subject, window_start_ms, window_ms, limit, threshold_permille, granted } => {
+            json!({
+                "kind": "global_limit_threshold",
+                "rate_limit": policy,
+                "subject": subject,
+                "window_start_ms": window_start_ms,
+                "window_end_ms": window_start_ms + window_ms,
+                "limit": limit,
+                "threshold": f64::from(*threshold_permille) / 1000.0,
+                "granted": granted,
+            })
+        }
+        AlertEvent::FailedAuth { ip, failures, window_start_ms, window_ms, blocked_until_ms } => json!({
+            "kind": "failed_auth",
+            "ip": ip.to_string(),
+            "failures": failures,
+            "window_start_ms": window_start_ms,
+            "window_end_ms": window_start_ms + window_ms,
+            "blocked_until_ms": blocked_until_ms,
+        }),
+        AlertEvent::KeyExpiry { key_id, consumer, expires_at_ms } => json!({
+            "kind": "key_expiry",
+            "key_id": key_id,
+            "consumer": consumer,
+            "expires_at_ms": expires_at_ms,
+        }),
+    };
+    v["id"] = json!(alert.id);
+    v["rule"] = json!(alert.rule);
+    v["fired_at_ms"] = json!(alert.fired_at_ms);
+    v["sent_by_node"] = json!(node_id);
+    v.to_string()
 }
 
 /// `sha256=<hex>` of HMAC-SHA256 over the body.

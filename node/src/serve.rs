@@ -126,8 +126,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let housekeeping = tokio::spawn(limiter_housekeeping(gateway.clone(), shutdown_rx.clone()));
     let staleness = Duration::from_millis(config.staleness_ms_max);
     let alerts = tokio::spawn(crate::alerts::run(cluster.clone(), audit_queue.clone(), shutdown_rx.clone()));
-    let quota =
-        tokio::spawn(raftgate_raft::quota::run(cluster.clone(), gateway.limits.global.clone(), shutdown_rx.clone()));
+    let quota = tokio::spawn(raftgate_raft::quota::run(
+        cluster.clone(),
+        gateway.limits.global.clone(),
+        gateway.limits.auth_reports.clone(),
+        shutdown_rx.clone(),
+    ));
     let lease = tokio::spawn(raftgate_raft::lease::run(cluster.clone(), fresh.clone(), staleness, shutdown_rx.clone()));
     let duties_done = Arc::new(AtomicBool::new(false));
     let admin_state = admin::AdminState {

@@ -137,6 +137,14 @@ impl Gateway {
         client_ip: IpAddr,
         facts: &mut Facts,
     ) -> Result<Response<Body>, Deny> {
+        // An IP the cluster blocked for guessing credentials gets nothing, on any node.
+        if !policy.blocked_ips.is_empty() {
+            if let Some(until) = policy.blocked_ips.get(&client_ip).copied().filter(|u| *u > now_ms()) {
+                let retry_s = (until - now_ms()).div_ceil(1000);
+                return Err(Deny::new(StatusCode::FORBIDDEN, "ip_blocked")
+                    .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry_s)));
+            }
+        }
         // Phase 1: canonicalise (framing first: smuggling attempts never get further).
         check_framing(&req)?;
         let uri = req.uri();
@@ -194,10 +202,10 @@ impl Gateway {
         let anonymous_ok = route.auth.contains(&AuthMethod::None);
         let caller = match presented {
             None if anonymous_ok => None,
-            None => return Err(self.auth_failed(client_ip, Deny::unauthorized("missing"))),
+            None => return Err(self.auth_failed(policy, client_ip, Deny::unauthorized("missing"))),
             Some(raw) => match authenticate::authenticate(policy, raw, now_ms()) {
                 Ok(c) => Some(c),
-                Err(d) => return Err(self.auth_failed(client_ip, d)),
+                Err(d) => return Err(self.auth_failed(policy, client_ip, d)),
             },
         };
         if let Some(c) = &caller {
@@ -274,7 +282,10 @@ impl Gateway {
 
     /// Counts a failed authentication against the client IP; past its allowance the answer
     /// becomes a cheap 429.
-    fn auth_failed(&self, ip: IpAddr, deny: Deny) -> Deny {
+    fn auth_failed(&self, policy: &Policy, ip: IpAddr, deny: Deny) -> Deny {
+        if policy.auth_guard.is_some() {
+            self.limits.auth_reports.record(ip);
+        }
         match self.limits.failed_auth(ip) {
             Ok(()) => deny,
             Err(wait) => Deny::new(StatusCode::TOO_MANY_REQUESTS, "auth_flood")

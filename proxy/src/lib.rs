@@ -20,5 +20,6 @@ pub mod limits;
 pub mod metrics;
 pub mod phases;
 pub mod policy;
+pub mod reports;
 pub mod server;
 pub mod upstream;

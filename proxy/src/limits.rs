@@ -13,6 +13,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::global::GlobalLimits;
 use crate::policy::{Name, RateLimitPolicy};
+use crate::reports::AuthFailureReports;
 
 /// Failed authentications allowed per client IP: a burst of 20, refilled at 10 per second.
 /// A client with a valid key never meets it; a scanner is slowed to a trickle after 20 tries.
@@ -41,6 +42,8 @@ pub struct Limits {
     by_policy: RwLock<HashMap<Name, Entry>>,
     /// Global-mode tokens this node holds under quota leases.
     pub global: Arc<GlobalLimits>,
+    /// Failed authentications per IP, to be reported to the cluster (when the guard is on).
+    pub auth_reports: Arc<AuthFailureReports>,
     failed_auth: RateLimiter<IpAddr, governor::state::keyed::DefaultKeyedStateStore<IpAddr>, DefaultClock>,
     clock: DefaultClock,
 }
@@ -62,6 +65,7 @@ impl Limits {
         Self {
             by_policy: RwLock::default(),
             global: Arc::new(GlobalLimits::default()),
+            auth_reports: Arc::new(AuthFailureReports::default()),
             failed_auth: RateLimiter::keyed(q),
             clock: DefaultClock::default(),
         }

@@ -1,6 +1,7 @@
 //! The policy model: what the control plane replicates and the data plane enforces.
 
 mod api_key;
+mod auth_guard;
 mod consumer;
 mod key_format;
 mod name;
@@ -10,6 +11,7 @@ mod route;
 mod snapshot;
 
 pub use api_key::{ApiKey, KeyState};
+pub use auth_guard::AuthGuard;
 pub use consumer::Consumer;
 pub use key_format::{digest_key, GeneratedKey, KeyFormatError, ParsedKey, KEY_ID_LEN, KEY_LEN, KEY_PREFIX};
 pub use name::{Name, NameError};

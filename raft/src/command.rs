@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::operations::{
     AcquireQuota, AlertDone, BootstrapAdminToken, CreateKey, CreateKeys, DeleteAlert, DeleteConsumer, DeleteRateLimit,
-    DeleteRole, DeleteRoute, PutAlert, PutConsumer, PutRateLimit, PutRole, PutRoute, QuotaGrant, RegisterNode,
-    RetireNode, RevokeKey, RotateKey,
+    DeleteRole, DeleteRoute, PutAlert, PutAuthGuard, PutConsumer, PutRateLimit, PutRole, PutRoute, QuotaGrant,
+    RegisterNode, RemindKeyExpiry, ReportAuthFailures, RetireNode, RevokeKey, RotateKey,
 };
 use raftgate_proxy::policy::{ApiKey, Consumer};
 
@@ -44,6 +44,9 @@ pub enum Op {
     PutAlert(PutAlert),
     DeleteAlert(DeleteAlert),
     AlertDone(AlertDone),
+    PutAuthGuard(PutAuthGuard),
+    ReportAuthFailures(ReportAuthFailures),
+    RemindKeyExpiry(RemindKeyExpiry),
 }
 
 impl Op {
@@ -56,6 +59,8 @@ impl Op {
                 | Op::RetireNode(_)
                 | Op::AcquireQuota(_)
                 | Op::AlertDone(_)
+                | Op::ReportAuthFailures(_)
+                | Op::RemindKeyExpiry(_)
         )
     }
 

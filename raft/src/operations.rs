@@ -7,6 +7,7 @@ mod bootstrap_admin_token;
 mod consumer;
 mod create_key;
 mod create_keys;
+mod guard;
 mod node;
 mod quota;
 mod rate_limit;
@@ -20,6 +21,7 @@ pub use bootstrap_admin_token::BootstrapAdminToken;
 pub use consumer::{DeleteConsumer, PutConsumer};
 pub use create_key::CreateKey;
 pub use create_keys::{CreateKeys, KEYS_PER_BATCH_MAX};
+pub use guard::{PutAuthGuard, RemindKeyExpiry, ReportAuthFailures, REMIND_KEYS_MAX, REPORT_IPS_MAX};
 pub use node::{RegisterNode, RetireNode};
 pub use quota::{AcquireQuota, QuotaAsk, QuotaGive, QuotaGrant, QUOTA_ITEMS_MAX};
 pub use rate_limit::{DeleteRateLimit, PutRateLimit};
@@ -53,5 +55,8 @@ pub fn apply(op: &Op, st: &mut GatewayState, now_ms: u64, w: &mut Writes) -> Res
         Op::PutAlert(o) => o.apply(st, w),
         Op::DeleteAlert(o) => o.apply(st, w),
         Op::AlertDone(o) => o.apply(st, w),
+        Op::PutAuthGuard(o) => o.apply(st, w),
+        Op::ReportAuthFailures(o) => o.apply(st, now_ms, w),
+        Op::RemindKeyExpiry(o) => o.apply(st, now_ms, w),
     }
 }

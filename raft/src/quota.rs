@@ -1,4 +1,5 @@
-//! The quota task: the one place where a node's global rate limits meet Raft.
+//! The exchange task: the one place where what the data plane learns meets Raft — quota asks
+//! and give-backs for global rate limits, and failed-authentication counts for the auth guard.
 //!
 //! It waits until the data plane wants tokens (or 50 ms pass, to give idle tokens back), takes
 //! every pending ask and give-back from [`GlobalLimits::collect`], proposes them as one
@@ -10,24 +11,40 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raftgate_proxy::global::{Ask, GiveBack, GlobalLimits, Grant};
+use raftgate_proxy::reports::AuthFailureReports;
 use tokio::sync::watch;
 
 use crate::cluster::Cluster;
 use crate::command::{Op, Outcome, Response};
 use crate::network::wire::Caller;
-use crate::operations::{AcquireQuota, QuotaAsk, QuotaGive, QUOTA_ITEMS_MAX};
+use crate::operations::{AcquireQuota, QuotaAsk, QuotaGive, ReportAuthFailures, QUOTA_ITEMS_MAX};
 
 /// How often idle tokens are looked for when nothing else wakes the task.
 const SWEEP: Duration = Duration::from_millis(50);
 /// How long one proposal may take before its asks are failed (waiting requests give up sooner).
 const PROPOSE_DEADLINE: Duration = Duration::from_secs(1);
 
-pub async fn run(cluster: Arc<Cluster>, limits: Arc<GlobalLimits>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    cluster: Arc<Cluster>,
+    limits: Arc<GlobalLimits>,
+    reports: Arc<AuthFailureReports>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = limits.work() => {}
+            _ = reports.work() => {}
             _ = tokio::time::sleep(SWEEP) => {}
             _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let counts = reports.take();
+        if !counts.is_empty() {
+            // Lost if not committed in time: the guard undercounts, never overcounts.
+            let op = Op::ReportAuthFailures(ReportAuthFailures { node: cluster.id, counts });
+            let deadline = Instant::now() + PROPOSE_DEADLINE;
+            if let Err(e) = cluster.propose(Caller::Node, Cluster::new_request_id(), op, deadline).await {
+                tracing::debug!(error = %e, "failed-authentication report not committed in time");
+            }
         }
         let (asks, gives) = limits.collect(Instant::now());
         if asks.is_empty() && gives.is_empty() {

@@ -4,6 +4,8 @@
 //! Every mutation goes through a method here that updates memory and emits the matching record
 //! write, so the in-memory view and the `state` column family can never drift apart.
 
+use std::net::IpAddr;
+
 use imbl::{OrdMap, OrdSet};
 use raftgate_proxy::policy::{ApiKey, Consumer, Name, Policy, RateLimitPolicy, Role, Route};
 use raftgate_storage::{decode, encode, RecordWrites};
@@ -89,6 +91,10 @@ pub struct AlertRule {
     pub rate_limits: Vec<Name>,
     /// Fractions of the limit that fire, in permille (800 = 80 %), ascending.
     pub thresholds_permille: Vec<u32>,
+    /// Fire when an IP passes the auth guard's threshold.
+    pub failed_auth: bool,
+    /// Fire this long before a key expires.
+    pub key_expiry_s: Option<u64>,
 }
 
 impl std::fmt::Debug for AlertRule {
@@ -98,6 +104,8 @@ impl std::fmt::Debug for AlertRule {
             .field("url", &self.url)
             .field("rate_limits", &self.rate_limits)
             .field("thresholds_permille", &self.thresholds_permille)
+            .field("failed_auth", &self.failed_auth)
+            .field("key_expiry_s", &self.key_expiry_s)
             .finish_non_exhaustive()
     }
 }
@@ -105,19 +113,40 @@ impl std::fmt::Debug for AlertRule {
 /// An alert that fired and is not delivered yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingAlert {
-    /// Deterministic: rule, policy, window, threshold and a digest of the subject. Receivers
-    /// get it as `X-Raftgate-Alert-Id` and can drop a repeat.
+    /// Deterministic (rule, event and its window or key): receivers get it as
+    /// `X-Raftgate-Alert-Id` and can drop a repeat.
     pub id: String,
     pub rule: Name,
     pub fired_at_ms: u64,
-    pub policy: Name,
-    pub subject: String,
+    pub event: AlertEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlertEvent {
+    /// The tokens handed out for one subject of a global policy crossed a threshold.
+    GlobalLimit {
+        policy: Name,
+        subject: String,
+        window_start_ms: u64,
+        window_ms: u64,
+        limit: u64,
+        threshold_permille: u32,
+        granted: u64,
+    },
+    /// Failed authentications from one IP passed the auth guard's threshold.
+    FailedAuth { ip: IpAddr, failures: u64, window_start_ms: u64, window_ms: u64, blocked_until_ms: Option<u64> },
+    /// A key expires soon.
+    KeyExpiry { key_id: String, consumer: Name, expires_at_ms: u64 },
+}
+
+/// Failed authentications from one IP in one window, summed over nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthFailureCount {
     pub window_start_ms: u64,
     pub window_ms: u64,
-    pub limit: u64,
-    pub threshold_permille: u32,
-    /// Tokens handed out when it fired.
-    pub granted: u64,
+    pub ip: IpAddr,
+    pub count: u64,
+    pub fired: bool,
 }
 
 /// Pending alerts kept at most; past it new ones are not recorded (a webhook down for long
@@ -147,6 +176,9 @@ pub struct GatewayState {
     quotas: OrdMap<QuotaKey, QuotaLedger>,
     pub alert_rules: OrdMap<Name, AlertRule>,
     pub pending_alerts: OrdMap<String, PendingAlert>,
+    /// Ids of alerts that fired and must not fire again, with when they may be forgotten.
+    fired_alerts: OrdMap<String, u64>,
+    pub auth_failures: OrdMap<(u64, IpAddr), AuthFailureCount>,
     /// The same keys by window end, for expiry.
     quota_ends: OrdSet<(u64, QuotaKey)>,
     dedup: OrdMap<RequestId, DedupEntry>,
@@ -167,6 +199,10 @@ mod prefix {
     pub const QUOTA: &str = "g/";
     pub const ALERT_RULE: &str = "w/";
     pub const PENDING_ALERT: &str = "p/";
+    pub const FIRED_ALERT: &str = "x/";
+    pub const AUTH_FAILURES: &str = "f/";
+    pub const BLOCKED_IP: &str = "b/";
+    pub const AUTH_GUARD: &str = "z/auth-guard";
     pub const CLOCK: &str = "z/clock";
 }
 
@@ -302,6 +338,64 @@ impl GatewayState {
         self.alert_rules.remove(name)
     }
 
+    /// Whether an alert with this id already fired (and is remembered).
+    pub fn alert_fired(&self, id: &str) -> bool {
+        self.fired_alerts.contains_key(id) || self.pending_alerts.contains_key(id)
+    }
+
+    /// Remembers that an alert fired, until `forget_at_ms` (after which it cannot fire again
+    /// anyway: its window ended or its key expired).
+    pub fn remember_fired(&mut self, id: &str, forget_at_ms: u64, w: &mut Writes) {
+        w.put(format!("{}{}", prefix::FIRED_ALERT, id), &(id.to_string(), forget_at_ms));
+        self.fired_alerts.insert(id.to_string(), forget_at_ms);
+    }
+
+    pub fn set_auth_guard(&mut self, g: Option<raftgate_proxy::policy::AuthGuard>, w: &mut Writes) {
+        match &g {
+            Some(g) => w.put(prefix::AUTH_GUARD.to_string(), g),
+            None => w.delete(prefix::AUTH_GUARD.to_string()),
+        }
+        self.policy.auth_guard = g;
+    }
+
+    pub fn put_auth_failures(&mut self, c: AuthFailureCount, w: &mut Writes) {
+        w.put(format!("{}{:016x}/{}", prefix::AUTH_FAILURES, c.window_start_ms, c.ip), &c);
+        self.auth_failures.insert((c.window_start_ms, c.ip), c);
+    }
+
+    pub fn block_ip(&mut self, ip: IpAddr, until_ms: u64, w: &mut Writes) {
+        w.put(format!("{}{}", prefix::BLOCKED_IP, ip), &(ip, until_ms));
+        self.policy.blocked_ips.insert(ip, until_ms);
+    }
+
+    pub fn unblock_ip(&mut self, ip: IpAddr, w: &mut Writes) {
+        if self.policy.blocked_ips.remove(&ip).is_some() {
+            w.delete(format!("{}{}", prefix::BLOCKED_IP, ip));
+        }
+    }
+
+    /// Forgets what time made irrelevant: failure counts of ended windows, blocks that ran
+    /// out, fired-alert ids past their horizon.
+    pub fn expire_guard_state(&mut self, now_ms: u64, w: &mut Writes) {
+        let ended: Vec<AuthFailureCount> =
+            self.auth_failures.values().filter(|c| c.window_start_ms + c.window_ms <= now_ms).cloned().collect();
+        for c in ended {
+            w.delete(format!("{}{:016x}/{}", prefix::AUTH_FAILURES, c.window_start_ms, c.ip));
+            self.auth_failures.remove(&(c.window_start_ms, c.ip));
+        }
+        let lapsed: Vec<IpAddr> =
+            self.policy.blocked_ips.iter().filter(|(_, until)| **until <= now_ms).map(|(ip, _)| *ip).collect();
+        for ip in lapsed {
+            self.unblock_ip(ip, w);
+        }
+        let old: Vec<String> =
+            self.fired_alerts.iter().filter(|(_, at)| **at <= now_ms).map(|(id, _)| id.clone()).collect();
+        for id in old {
+            w.delete(format!("{}{}", prefix::FIRED_ALERT, id));
+            self.fired_alerts.remove(&id);
+        }
+    }
+
     /// Records a fired alert unless it is already pending or too many are.
     pub fn add_pending_alert(&mut self, a: PendingAlert, w: &mut Writes) {
         if self.pending_alerts.len() >= PENDING_ALERTS_MAX || self.pending_alerts.contains_key(&a.id) {
@@ -370,6 +464,17 @@ impl GatewayState {
             } else if key.starts_with(prefix::NODE) {
                 let n: NodeRecord = decode(&value).map_err(bad)?;
                 st.nodes.insert(n.id, n);
+            } else if key == prefix::AUTH_GUARD {
+                st.policy.auth_guard = Some(decode(&value).map_err(bad)?);
+            } else if key.starts_with(prefix::FIRED_ALERT) {
+                let (id, at): (String, u64) = decode(&value).map_err(bad)?;
+                st.fired_alerts.insert(id, at);
+            } else if key.starts_with(prefix::AUTH_FAILURES) {
+                let c: AuthFailureCount = decode(&value).map_err(bad)?;
+                st.auth_failures.insert((c.window_start_ms, c.ip), c);
+            } else if key.starts_with(prefix::BLOCKED_IP) {
+                let (ip, until): (IpAddr, u64) = decode(&value).map_err(bad)?;
+                st.policy.blocked_ips.insert(ip, until);
             } else if key.starts_with(prefix::ALERT_RULE) {
                 let r: AlertRule = decode(&value).map_err(bad)?;
                 st.alert_rules.insert(r.name.clone(), r);
@@ -400,6 +505,12 @@ impl GatewayState {
         self.hash_entities(&mut h);
         for a in self.pending_alerts.values() {
             h.update(rec(a));
+        }
+        for f in self.fired_alerts.iter() {
+            h.update(rec(&f));
+        }
+        for c in self.auth_failures.values() {
+            h.update(rec(c));
         }
         for (k, l) in self.quotas.iter() {
             h.update(rec(k));
@@ -445,6 +556,10 @@ impl GatewayState {
         }
         for r in self.alert_rules.values() {
             h.update(rec(r));
+        }
+        h.update(rec(&p.auth_guard));
+        for b in p.blocked_ips.iter() {
+            h.update(rec(&b));
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `/v1/alerts`: webhooks for global-limit thresholds (extension).
+//! `/v1/alerts`: webhooks for global-limit thresholds, failed-authentication floods and keys
+//! nearing expiry (extension).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -27,8 +28,15 @@ pub struct PutAlertBody {
     secret: String,
     #[serde(default)]
     rate_limits: Vec<String>,
+    #[serde(default)]
     thresholds: Vec<f64>,
+    #[serde(default)]
+    failed_auth: bool,
+    key_expiry_s: Option<u64>,
 }
+
+/// Longest reminder horizon: a year.
+const KEY_EXPIRY_S_MAX: u64 = 366 * 24 * 3600;
 
 fn view(r: &AlertRule) -> Value {
     json!({
@@ -36,19 +44,18 @@ fn view(r: &AlertRule) -> Value {
         "url": r.url,
         "rate_limits": r.rate_limits,
         "thresholds": r.thresholds_permille.iter().map(|t| f64::from(*t) / 1000.0).collect::<Vec<_>>(),
+        "failed_auth": r.failed_auth,
+        "key_expiry_s": r.key_expiry_s,
     })
 }
 
 fn pending_view(a: &PendingAlert) -> Value {
-    json!({
-        "id": a.id,
-        "rule": a.rule,
-        "rate_limit": a.policy,
-        "subject": a.subject,
-        "window_start_ms": a.window_start_ms,
-        "threshold": f64::from(a.threshold_permille) / 1000.0,
-        "fired_at_ms": a.fired_at_ms,
-    })
+    let body = crate::alerts::body(a, 0);
+    let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("sent_by_node");
+    }
+    v
 }
 
 pub async fn put(
@@ -69,8 +76,16 @@ pub async fn put(
     if !(SECRET_LEN_MIN..=SECRET_LEN_MAX).contains(&b.secret.len()) {
         return Err(ApiError::bad_request(format!("secret must be {SECRET_LEN_MIN} to {SECRET_LEN_MAX} bytes")));
     }
-    if b.thresholds.is_empty() || b.thresholds.len() > THRESHOLDS_MAX {
-        return Err(ApiError::bad_request(format!("thresholds: 1 to {THRESHOLDS_MAX} fractions of the limit")));
+    if b.thresholds.len() > THRESHOLDS_MAX {
+        return Err(ApiError::bad_request(format!("thresholds: at most {THRESHOLDS_MAX} fractions of the limit")));
+    }
+    if b.thresholds.is_empty() && !b.failed_auth && b.key_expiry_s.is_none() {
+        return Err(ApiError::bad_request(
+            "an alert must watch something: thresholds (global limits), failed_auth, or key_expiry_s",
+        ));
+    }
+    if b.key_expiry_s.is_some_and(|s| s == 0 || s > KEY_EXPIRY_S_MAX) {
+        return Err(ApiError::bad_request(format!("key_expiry_s must be 1 to {KEY_EXPIRY_S_MAX}")));
     }
     let mut thresholds_permille = Vec::with_capacity(b.thresholds.len());
     for t in &b.thresholds {
@@ -85,7 +100,15 @@ pub async fn put(
         return Err(ApiError::bad_request(format!("rate_limits: at most {RATE_LIMITS_MAX}")));
     }
     let rate_limits = b.rate_limits.iter().map(|s| name(s)).collect::<Result<Vec<Name>, _>>()?;
-    let rule = AlertRule { name: n, url: b.url, secret: b.secret, rate_limits, thresholds_permille };
+    let rule = AlertRule {
+        name: n,
+        url: b.url,
+        secret: b.secret,
+        rate_limits,
+        thresholds_permille,
+        failed_auth: b.failed_auth,
+        key_expiry_s: b.key_expiry_s,
+    };
     let outcome = write(&state, &caller, &headers, Op::PutAlert(PutAlert { rule: rule.clone() })).await?;
     let status = if matches!(outcome, Outcome::Put { created: true }) { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view(&rule))))

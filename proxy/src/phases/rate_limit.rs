@@ -48,17 +48,24 @@ pub async fn check(limits: &Limits, policy: &Policy, route: &Route, s: &Subjects
 async fn global(limits: &Limits, p: &crate::policy::RateLimitPolicy, subject: &str) -> Result<(), Deny> {
     let g = &limits.global;
     let deadline = Instant::now() + g.config().wait_max;
+    // The common case takes tokens without touching the answer channel.
+    let mut answers = None;
     loop {
-        let mut answers = g.changed();
-        answers.borrow_and_update();
         match g.try_take(p, subject, Instant::now()) {
             Take::Admitted => return Ok(()),
             Take::Refused { retry_after, limit, window_s } => {
                 return Err(too_many(retry_after, limit, window_s, "rate_limited"))
             }
             Take::Wait => {
+                let Some(rx) = answers.as_mut() else {
+                    // Subscribe, then look once more: an answer may have come in between.
+                    let mut rx = g.changed();
+                    rx.borrow_and_update();
+                    answers = Some(rx);
+                    continue;
+                };
                 let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || tokio::time::timeout(left, answers.changed()).await.is_err() {
+                if left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
                     // No grant in time (no leader reachable, or a slow commit): refuse rather
                     // than guess. The client may retry in a second.
                     return Err(too_many(Duration::from_secs(1), p.limit, p.window_s, "global_limit_unavailable"));

@@ -6,7 +6,9 @@
 
 use imbl::OrdMap;
 
-use super::{ApiKey, Consumer, Name, RateLimitPolicy, Role, Route};
+use std::net::IpAddr;
+
+use super::{ApiKey, AuthGuard, Consumer, Name, RateLimitPolicy, Role, Route};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -20,4 +22,8 @@ pub struct Policy {
     pub roles: OrdMap<Name, Role>,
     pub routes: OrdMap<Name, Route>,
     pub rate_limits: OrdMap<Name, RateLimitPolicy>,
+    /// Counting failed authentications cluster-wide, and blocking guilty IPs (off when `None`).
+    pub auth_guard: Option<AuthGuard>,
+    /// IPs refused on every node until the agreed time given.
+    pub blocked_ips: OrdMap<IpAddr, u64>,
 }

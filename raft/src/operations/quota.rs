@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::command::{OpError, Outcome};
-use crate::state::{GatewayState, PendingAlert, QuotaKey, QuotaLedger, Writes};
+use crate::state::{AlertEvent, GatewayState, PendingAlert, QuotaKey, QuotaLedger, Writes};
 use crate::NodeId;
 
 /// Asks plus give-backs per entry, at most; a node with more hot subjects sends several.
@@ -148,13 +148,15 @@ fn fire_alerts(st: &mut GatewayState, key: &QuotaKey, ledger: &mut QuotaLedger, 
                     id,
                     rule: rule.name.clone(),
                     fired_at_ms: now_ms,
-                    policy: key.policy.clone(),
-                    subject: key.subject.clone(),
-                    window_start_ms: key.window_start_ms,
-                    window_ms: ledger.window_ms,
-                    limit: ledger.limit,
-                    threshold_permille: t,
-                    granted: ledger.granted,
+                    event: AlertEvent::GlobalLimit {
+                        policy: key.policy.clone(),
+                        subject: key.subject.clone(),
+                        window_start_ms: key.window_start_ms,
+                        window_ms: ledger.window_ms,
+                        limit: ledger.limit,
+                        threshold_permille: t,
+                        granted: ledger.granted,
+                    },
                 },
                 w,
             );
