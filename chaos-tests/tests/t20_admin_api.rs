@@ -137,3 +137,65 @@ async fn idempotency_key_applies_a_retried_write_once() -> anyhow::Result<()> {
     assert_eq!(send().await?.status(), 201);
     Ok(())
 }
+
+/// Self-service rotation: a key whose roles grant `POST /_self/rotate` rotates itself through
+/// any node's admin API with its own credential; others get 403, bad credentials 401, and the
+/// audit names the key. The successor works at once; the old key only within its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_may_rotate_itself_when_its_roles_allow() -> anyhow::Result<()> {
+    let c = TestCluster::start(3, &[]).await?;
+    c.wait_leader(Duration::from_secs(10)).await?;
+    let up = chaos_tests::EchoUpstream::start().await;
+    let put = |path: &'static str, body: Value| c.req(1, Method::PUT, path, Some(body));
+    put("/v1/roles/reader", json!({ "permissions": [{ "methods": ["GET"], "path": "/**" }] })).await?;
+    put("/v1/roles/rotator", json!({ "permissions": [{ "methods": ["POST"], "path": "/_self/rotate" }] })).await?;
+    put("/v1/routes/api", json!({ "path_prefix": "/", "upstreams": [up.url()] })).await?;
+    c.post(1, "/v1/consumers", json!({ "name": "acme", "roles": ["reader"] })).await?;
+    let (_, plain) = c.post(1, "/v1/keys", json!({ "consumer": "acme" })).await?;
+    let (_, able) = c.post(1, "/v1/keys", json!({ "consumer": "acme", "roles": ["rotator"] })).await?;
+    let ids = c.ids();
+    c.wait_converged(&ids, Duration::from_secs(10)).await?;
+    let http = reqwest::Client::new();
+    let rotate = |node: u64, cred: Option<&str>| {
+        let mut r = http.post(format!("{}/v1/self/rotate", c.nodes[&node].admin_url())).json(&json!({ "grace_s": 60 }));
+        if let Some(k) = cred {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+
+    assert_eq!(rotate(2, None).await?.status(), 401, "no credential");
+    assert_eq!(rotate(2, Some(chaos_tests::ADMIN_TOKEN)).await?.status(), 401, "an admin token is not a key");
+    assert_eq!(rotate(2, Some("rgk_000000000000000000000000000000000000000000000000aa")).await?.status(), 401);
+    assert_eq!(rotate(2, Some(plain["key"].as_str().unwrap())).await?.status(), 403, "roles do not allow it");
+
+    let r = rotate(3, Some(able["key"].as_str().unwrap())).await?;
+    assert_eq!(r.status(), 201);
+    let new: Value = r.json().await?;
+    assert_ne!(new["id"], able["id"]);
+    assert_eq!(new["consumer"], "acme");
+    assert_eq!(new["roles"], json!(["rotator"]), "the successor keeps the roles");
+    let again = rotate(1, Some(able["key"].as_str().unwrap())).await?;
+    assert_eq!(again.status(), 409, "an old key in its grace period cannot rotate again");
+
+    for id in &ids {
+        let proxy = c.nodes[id].proxy_url();
+        let r = http.get(format!("{proxy}/x")).bearer_auth(new["key"].as_str().unwrap()).send().await?;
+        assert_eq!(r.status(), 200, "node {id}: the successor works");
+        let r = http.get(format!("{proxy}/x")).bearer_auth(able["key"].as_str().unwrap()).send().await?;
+        assert_eq!(r.status(), 200, "node {id}: the old key works in its grace period");
+        assert!(r.headers().contains_key("deprecation"));
+    }
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, audit) = c.get(3, "/v1/audit?limit=1000").await?;
+    let events = audit["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["kind"] == "admin"
+            && e["path"] == "/v1/self/rotate"
+            && e["status"] == 201
+            && e["key_id"] == able["id"]),
+        "the self-service rotation is audited with the key's id"
+    );
+    Ok(())
+}

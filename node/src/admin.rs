@@ -88,6 +88,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/keys/{id}", get(keys::get))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/v1/keys/{id}/rotate", post(keys::rotate))
+        .route("/v1/self/rotate", post(keys::rotate_self))
         .route("/v1/audit", get(crate::audit::query))
         .route("/v1/audit/verify", get(crate::audit::verify))
         .fallback(|| async { ApiError::not_found("no such admin endpoint") })
@@ -133,8 +134,13 @@ async fn write(
     op: Op,
 ) -> Result<Outcome, ApiError> {
     let id = request_id(caller, headers)?;
+    write_as(state, Caller::Admin(caller.digest), id, op).await
+}
+
+/// [`write`] for any caller, with the request id chosen.
+async fn write_as(state: &AdminState, caller: Caller, id: RequestId, op: Op) -> Result<Outcome, ApiError> {
     let narrows = op.narrows_access();
-    let written = state.cluster.write(Caller::Admin(caller.digest), id, op).await?;
+    let written = state.cluster.write(caller, id, op).await?;
     let outcome = match written.response {
         Response::Ok(outcome) => outcome,
         Response::Err(e) => return Err(e.into()),

@@ -234,6 +234,11 @@ pub fn raft_routes(cluster: Arc<Cluster>, log: Arc<AuditLog>) -> axum::Router {
 }
 
 /// Records every admin request (but health, metrics and audit reads) as an `admin` event.
+/// Set on a response by a handler that acted for an API key (self-service), so that the admin
+/// audit event names the key.
+#[derive(Clone)]
+pub struct AuditKeyId(pub String);
+
 pub async fn record_admin(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().to_string();
@@ -254,7 +259,7 @@ pub async fn record_admin(State(state): State<AdminState>, req: Request, next: N
             kind: "admin".into(),
             decision: if ok { "allow" } else { "deny" }.into(),
             reason: if ok { "ok".into() } else { format!("status_{status}") },
-            key_id: None,
+            key_id: resp.extensions().get::<AuditKeyId>().map(|k| k.0.clone()),
             consumer: None,
             route: None,
             method,

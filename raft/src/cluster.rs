@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::app::StateView;
@@ -158,6 +159,10 @@ impl Cluster {
     fn caller_may(&self, caller: Caller, op: &Op) -> bool {
         match caller {
             Caller::Node => op.is_node_internal(),
+            Caller::Key(id_digest) => match op {
+                Op::RotateKey(r) => bool::from(Sha256::digest(r.old_id.as_bytes()).ct_eq(&id_digest)),
+                _ => false,
+            },
             Caller::Admin(digest) => self.is_admin(&digest),
         }
     }

@@ -5,10 +5,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use raftgate_proxy::policy::{ApiKey, GeneratedKey, KEY_PREFIX};
+use raftgate_raft::cluster::Cluster;
 use raftgate_raft::command::{Op, Outcome};
+use raftgate_raft::network::wire::Caller;
 use raftgate_raft::operations::{CreateKey, CreateKeys, RevokeKey, RotateKey, KEYS_PER_BATCH_MAX};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::auth::AdminCaller;
 use super::body::{name, read_barrier, JsonBody};
@@ -215,19 +218,7 @@ pub async fn rotate(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let old_id = id_param(&id)?.to_string();
-    // The body is optional: no body means the default grace period.
-    let b: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
-    };
-    let grace_s = b.grace_s.unwrap_or(GRACE_S_DEFAULT);
-    if grace_s > raftgate_raft::operations::GRACE_S_MAX {
-        return Err(ApiError::bad_request(format!(
-            "grace_s must be at most {}",
-            raftgate_raft::operations::GRACE_S_MAX
-        )));
-    }
+    let grace_s = rotate_grace(&body)?;
     let generated = GeneratedKey::generate();
     let op = Op::RotateKey(RotateKey { old_id, new_id: generated.id.clone(), new_digest: generated.digest, grace_s });
     match write(&state, &caller, &headers, op).await? {
@@ -244,4 +235,79 @@ pub async fn rotate(
             Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected outcome {other:?}")))
         }
     }
+}
+
+/// The optional rotate body: no body means the default grace period.
+fn rotate_grace(body: &[u8]) -> Result<u64, ApiError> {
+    let b: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    let grace_s = b.grace_s.unwrap_or(GRACE_S_DEFAULT);
+    if grace_s > raftgate_raft::operations::GRACE_S_MAX {
+        return Err(ApiError::bad_request(format!(
+            "grace_s must be at most {}",
+            raftgate_raft::operations::GRACE_S_MAX
+        )));
+    }
+    Ok(grace_s)
+}
+
+/// The permission a key's roles must grant for it to rotate itself.
+pub const SELF_ROTATE_METHOD: &str = "POST";
+pub const SELF_ROTATE_PATH: &str = "/_self/rotate";
+
+/// `POST /v1/self/rotate` (extension): a key rotates itself, authenticated by the key (as on
+/// the proxy: `Authorization: Bearer` or `X-API-Key`), not by an admin token. Its roles must
+/// grant `POST /_self/rotate`. The answer is the successor, shown once; the old key works
+/// until its grace period ends. The leader re-checks that the old key is still active.
+pub async fn rotate_self(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let view = state.cluster.view.load_full();
+    let policy = &view.policy;
+    let raw = raftgate_proxy::phases::authenticate::credential(&headers)
+        .map_err(|_| ApiError::unauthorized())?
+        .ok_or_else(ApiError::unauthorized)?;
+    let caller = raftgate_proxy::phases::authenticate::authenticate(policy, raw, crate::admin::now_ms())
+        .map_err(|_| ApiError::unauthorized())?;
+    if caller.deprecated {
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "this key was already rotated; use its successor"));
+    }
+    raftgate_proxy::phases::authorize::authorize(policy, &caller, SELF_ROTATE_METHOD, SELF_ROTATE_PATH).map_err(
+        |_| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this key's roles do not grant {SELF_ROTATE_METHOD} {SELF_ROTATE_PATH}"),
+            )
+        },
+    )?;
+    let grace_s = rotate_grace(&body)?;
+    let old_id = caller.key.id.clone();
+    let generated = GeneratedKey::generate();
+    let op = Op::RotateKey(RotateKey {
+        old_id: old_id.clone(),
+        new_id: generated.id.clone(),
+        new_digest: generated.digest,
+        grace_s,
+    });
+    let who = Sha256::digest(old_id.as_bytes()).into();
+    let outcome = super::write_as(&state, Caller::Key(who), Cluster::new_request_id(), op).await?;
+    let mut resp = match outcome {
+        Outcome::Key(k) => (StatusCode::CREATED, created(&k, &generated.key)).into_response(),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("unexpected outcome {other:?}"),
+            ))
+        }
+    };
+    resp.extensions_mut().insert(crate::audit::AuditKeyId(old_id));
+    Ok(resp)
 }

@@ -33,6 +33,9 @@ pub enum Caller {
     Admin([u8; 32]),
     /// A node proposing one of the node-internal operations for itself.
     Node,
+    /// An API key rotating itself (self-service), by SHA-256 of its public id: the node that
+    /// took the request checked the secret and the permission; only `RotateKey` of that key.
+    Key([u8; 32]),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
