@@ -128,9 +128,10 @@ async fn alerts_fire_once_per_threshold_across_a_leader_kill() {
 
 /// The auth guard: failed authentications from one IP, counted on every node, pass the
 /// threshold; the IP is blocked everywhere (a valid key from it gets 403 on every node) and one
-/// alert says so. Keys nearing expiry get exactly one reminder each.
+/// alert says so. A revoked key tried from many IPs fires one alert for the key. Keys nearing
+/// expiry get exactly one reminder each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_auth_flood_is_blocked_everywhere_and_expiring_keys_are_reminded_once() {
+async fn failed_auth_is_blocked_everywhere_and_alerted_and_expiring_keys_are_reminded_once() {
     use reqwest::Method;
     // Client IPs come from X-Forwarded-For, so that the test can speak from several addresses.
     let c = TestCluster::start(3, &["--trusted-proxies", "127.0.0.1"]).await.unwrap();
@@ -185,14 +186,34 @@ async fn failed_auth_flood_is_blocked_everywhere_and_expiring_keys_are_reminded_
         assert_eq!(other.status(), 200, "node {id}: another IP is unaffected");
     }
 
+    // A revoked key tried from many addresses: no IP passes the threshold, the key does.
+    let leaked = ok(&c, 1, Method::POST, "/v1/keys", json!({ "consumer": "acme" })).await;
+    let leaked_id = leaked["id"].as_str().unwrap().to_string();
+    ok(&c, 1, Method::POST, &format!("/v1/keys/{leaked_id}/revoke"), json!({})).await;
+    for i in 0..35u64 {
+        let url = format!("{}/x", c.nodes[&ids[(i % 3) as usize]].proxy_url());
+        let s = http
+            .get(url)
+            .bearer_auth(leaked["key"].as_str().unwrap())
+            .header("x-forwarded-for", format!("10.1.0.{}", i + 1))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(s, 401, "try {i}");
+    }
+
     // Reminders: a key expiring within the hour gets one; one expiring in two days none.
     let soon = ok(&c, 1, Method::POST, "/v1/keys", json!({ "consumer": "acme", "expires_in_s": 600 })).await;
     ok(&c, 1, Method::POST, "/v1/keys", json!({ "consumer": "acme", "expires_in_s": 172_800 })).await;
-    wait_for("the failed-auth alert and the reminder", Duration::from_secs(15), || hook.deliveries().len() >= 2).await;
+    wait_for("the failed-auth alerts and the reminder", Duration::from_secs(15), || hook.deliveries().len() >= 3).await;
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let all = hook.deliveries();
     let kinds: Vec<String> = all.iter().map(|d| d.json()["kind"].as_str().unwrap_or("").to_string()).collect();
-    assert_eq!(all.len(), 2, "one alert each: {kinds:?}");
+    assert_eq!(all.len(), 3, "one alert each: {kinds:?}");
+    let key_alert = all.iter().find(|d| d.json()["kind"] == "failed_auth_key").unwrap();
+    assert_eq!(key_alert.json()["key_id"], leaked_id.as_str());
+    assert_eq!(key_alert.json()["consumer"], "acme");
     let flood = all.iter().find(|d| d.json()["kind"] == "failed_auth").unwrap();
     assert_eq!(flood.json()["ip"], "203.0.113.7");
     assert!(flood.json()["failures"].as_u64().unwrap() >= 30);

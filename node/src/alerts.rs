@@ -138,6 +138,14 @@ pub fn body(alert: &PendingAlert, node_id: u64) -> String {
             "window_end_ms": window_start_ms + window_ms,
             "blocked_until_ms": blocked_until_ms,
         }),
+        AlertEvent::FailedAuthKey { key_id, consumer, failures, window_start_ms, window_ms } => json!({
+            "kind": "failed_auth_key",
+            "key_id": key_id,
+            "consumer": consumer,
+            "failures": failures,
+            "window_start_ms": window_start_ms,
+            "window_end_ms": window_start_ms + window_ms,
+        }),
         AlertEvent::KeyExpiry { key_id, consumer, expires_at_ms } => json!({
             "kind": "key_expiry",
             "key_id": key_id,

@@ -15,7 +15,7 @@ use crate::deny::Deny;
 use crate::limits::Limits;
 use crate::metrics::{ProxyMetrics, RequestLabels};
 use crate::phases::{authenticate, authorize, forward, headers, rate_limit, route};
-use crate::policy::{AuthMethod, Policy};
+use crate::policy::{AuthMethod, ParsedKey, Policy};
 use crate::upstream::{Body, Upstreams};
 
 /// Data-plane limits and timeouts. Defaults are for a gateway in front of JSON APIs.
@@ -202,10 +202,19 @@ impl Gateway {
         let anonymous_ok = route.auth.contains(&AuthMethod::None);
         let caller = match presented {
             None if anonymous_ok => None,
-            None => return Err(self.auth_failed(policy, client_ip, Deny::unauthorized("missing"))),
+            None => return Err(self.auth_failed(policy, client_ip, None, Deny::unauthorized("missing"))),
             Some(raw) => match authenticate::authenticate(policy, raw, now_ms()) {
                 Ok(c) => Some(c),
-                Err(d) => return Err(self.auth_failed(policy, client_ip, d)),
+                Err(d) => {
+                    // A known key refused (wrong secret, revoked, expired, rotated out) is
+                    // counted against that key too; malformed and unknown ids are not.
+                    let known = (policy.auth_guard.is_some() && d.reason != "malformed")
+                        .then(|| ParsedKey::parse(raw).ok())
+                        .flatten()
+                        .map(|k| k.id().to_string())
+                        .filter(|id| policy.keys.contains_key(id));
+                    return Err(self.auth_failed(policy, client_ip, known.as_deref(), d));
+                }
             },
         };
         if let Some(c) = &caller {
@@ -282,9 +291,9 @@ impl Gateway {
 
     /// Counts a failed authentication against the client IP; past its allowance the answer
     /// becomes a cheap 429.
-    fn auth_failed(&self, policy: &Policy, ip: IpAddr, deny: Deny) -> Deny {
+    fn auth_failed(&self, policy: &Policy, ip: IpAddr, key_id: Option<&str>, deny: Deny) -> Deny {
         if policy.auth_guard.is_some() {
-            self.limits.auth_reports.record(ip);
+            self.limits.auth_reports.record(ip, key_id);
         }
         match self.limits.failed_auth(ip) {
             Ok(()) => deny,

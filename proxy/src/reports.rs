@@ -1,5 +1,5 @@
 //! What the data plane tells the cluster besides quota asks: failed authentications per client
-//! IP, counted here between reports. The exchange task (`raft/src/quota.rs`) takes them with
+//! IP and per known key, counted here between reports. The exchange task (`raft/src/quota.rs`) takes them with
 //! [`AuthFailureReports::take`] and proposes one entry for all of them; the state machine sums
 //! them over nodes and blocks an IP everywhere once the cluster-wide count passes the guard's
 //! threshold.
@@ -16,19 +16,48 @@ pub const REPORT_IPS_MAX: usize = 4096;
 
 #[derive(Default)]
 pub struct AuthFailureReports {
-    pending: Mutex<HashMap<IpAddr, u64>>,
+    pending: Mutex<Pending>,
     work: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    ips: HashMap<IpAddr, u64>,
+    /// Known key ids presented with a wrong secret or past their life.
+    keys: HashMap<String, u64>,
+}
+
+/// What one report carries.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub ips: Vec<(IpAddr, u64)>,
+    pub keys: Vec<(String, u64)>,
+}
+
+impl Report {
+    pub fn is_empty(&self) -> bool {
+        self.ips.is_empty() && self.keys.is_empty()
+    }
 }
 
 impl AuthFailureReports {
     /// Counts one failed authentication from `ip`.
-    pub fn record(&self, ip: IpAddr) {
+    /// Counts one failed authentication from `ip`, and against `key_id` when a known key was
+    /// presented.
+    pub fn record(&self, ip: IpAddr, key_id: Option<&str>) {
         let mut p = self.pending.lock().expect("reports lock");
-        let first = p.is_empty();
-        if let Some(n) = p.get_mut(&ip) {
+        let first = p.ips.is_empty() && p.keys.is_empty();
+        if let Some(n) = p.ips.get_mut(&ip) {
             *n += 1;
-        } else if p.len() < REPORT_IPS_MAX {
-            p.insert(ip, 1);
+        } else if p.ips.len() < REPORT_IPS_MAX {
+            p.ips.insert(ip, 1);
+        }
+        if let Some(id) = key_id {
+            if let Some(n) = p.keys.get_mut(id) {
+                *n += 1;
+            } else if p.keys.len() < REPORT_IPS_MAX {
+                p.keys.insert(id.to_string(), 1);
+            }
         }
         drop(p);
         if first {
@@ -37,9 +66,9 @@ impl AuthFailureReports {
     }
 
     /// Everything counted since the last call.
-    pub fn take(&self) -> Vec<(IpAddr, u64)> {
+    pub fn take(&self) -> Report {
         let mut p = self.pending.lock().expect("reports lock");
-        p.drain().collect()
+        Report { ips: p.ips.drain().collect(), keys: p.keys.drain().collect() }
     }
 
     pub async fn work(&self) {
@@ -56,12 +85,13 @@ mod tests {
         let r = AuthFailureReports::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        r.record(a);
-        r.record(a);
-        r.record(b);
+        r.record(a, None);
+        r.record(a, Some("k1"));
+        r.record(b, Some("k1"));
         let mut got = r.take();
-        got.sort();
-        assert_eq!(got, vec![(a, 2), (b, 1)]);
+        got.ips.sort();
+        assert_eq!(got.ips, vec![(a, 2), (b, 1)]);
+        assert_eq!(got.keys, vec![("k1".to_string(), 2)]);
         assert!(r.take().is_empty());
     }
 }

@@ -37,10 +37,11 @@ pub async fn run(
             _ = tokio::time::sleep(SWEEP) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let counts = reports.take();
-        if !counts.is_empty() {
+        let report = reports.take();
+        if !report.is_empty() {
             // Lost if not committed in time: the guard undercounts, never overcounts.
-            let op = Op::ReportAuthFailures(ReportAuthFailures { node: cluster.id, counts });
+            let op =
+                Op::ReportAuthFailures(ReportAuthFailures { node: cluster.id, counts: report.ips, keys: report.keys });
             let deadline = Instant::now() + PROPOSE_DEADLINE;
             if let Err(e) = cluster.propose(Caller::Node, Cluster::new_request_id(), op, deadline).await {
                 tracing::debug!(error = %e, "failed-authentication report not committed in time");

@@ -135,16 +135,36 @@ pub enum AlertEvent {
     },
     /// Failed authentications from one IP passed the auth guard's threshold.
     FailedAuth { ip: IpAddr, failures: u64, window_start_ms: u64, window_ms: u64, blocked_until_ms: Option<u64> },
+    /// A known key was presented and refused (wrong secret, revoked, expired, rotated out) as
+    /// often as the auth guard's threshold in one window.
+    FailedAuthKey { key_id: String, consumer: Name, failures: u64, window_start_ms: u64, window_ms: u64 },
     /// A key expires soon.
     KeyExpiry { key_id: String, consumer: Name, expires_at_ms: u64 },
 }
 
-/// Failed authentications from one IP in one window, summed over nodes.
+/// Who failed to authenticate: a client IP, or a known key presented with a wrong secret (or
+/// after it was revoked, expired or rotated out).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Offender {
+    Ip(IpAddr),
+    Key(String),
+}
+
+impl std::fmt::Display for Offender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Offender::Ip(ip) => write!(f, "ip-{ip}"),
+            Offender::Key(id) => write!(f, "key-{id}"),
+        }
+    }
+}
+
+/// Failed authentications of one offender in one window, summed over nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthFailureCount {
     pub window_start_ms: u64,
     pub window_ms: u64,
-    pub ip: IpAddr,
+    pub offender: Offender,
     pub count: u64,
     pub fired: bool,
 }
@@ -178,7 +198,7 @@ pub struct GatewayState {
     pub pending_alerts: OrdMap<String, PendingAlert>,
     /// Ids of alerts that fired and must not fire again, with when they may be forgotten.
     fired_alerts: OrdMap<String, u64>,
-    pub auth_failures: OrdMap<(u64, IpAddr), AuthFailureCount>,
+    pub auth_failures: OrdMap<(u64, Offender), AuthFailureCount>,
     /// The same keys by window end, for expiry.
     quota_ends: OrdSet<(u64, QuotaKey)>,
     dedup: OrdMap<RequestId, DedupEntry>,
@@ -359,8 +379,8 @@ impl GatewayState {
     }
 
     pub fn put_auth_failures(&mut self, c: AuthFailureCount, w: &mut Writes) {
-        w.put(format!("{}{:016x}/{}", prefix::AUTH_FAILURES, c.window_start_ms, c.ip), &c);
-        self.auth_failures.insert((c.window_start_ms, c.ip), c);
+        w.put(format!("{}{:016x}/{}", prefix::AUTH_FAILURES, c.window_start_ms, c.offender), &c);
+        self.auth_failures.insert((c.window_start_ms, c.offender.clone()), c);
     }
 
     pub fn block_ip(&mut self, ip: IpAddr, until_ms: u64, w: &mut Writes) {
@@ -380,8 +400,8 @@ impl GatewayState {
         let ended: Vec<AuthFailureCount> =
             self.auth_failures.values().filter(|c| c.window_start_ms + c.window_ms <= now_ms).cloned().collect();
         for c in ended {
-            w.delete(format!("{}{:016x}/{}", prefix::AUTH_FAILURES, c.window_start_ms, c.ip));
-            self.auth_failures.remove(&(c.window_start_ms, c.ip));
+            w.delete(format!("{}{:016x}/{}", prefix::AUTH_FAILURES, c.window_start_ms, c.offender));
+            self.auth_failures.remove(&(c.window_start_ms, c.offender));
         }
         let lapsed: Vec<IpAddr> =
             self.policy.blocked_ips.iter().filter(|(_, until)| **until <= now_ms).map(|(ip, _)| *ip).collect();
@@ -471,7 +491,7 @@ impl GatewayState {
                 st.fired_alerts.insert(id, at);
             } else if key.starts_with(prefix::AUTH_FAILURES) {
                 let c: AuthFailureCount = decode(&value).map_err(bad)?;
-                st.auth_failures.insert((c.window_start_ms, c.ip), c);
+                st.auth_failures.insert((c.window_start_ms, c.offender.clone()), c);
             } else if key.starts_with(prefix::BLOCKED_IP) {
                 let (ip, until): (IpAddr, u64) = decode(&value).map_err(bad)?;
                 st.policy.blocked_ips.insert(ip, until);

@@ -7,6 +7,7 @@ use axum::Json;
 use raftgate_proxy::policy::AuthGuard;
 use raftgate_raft::command::Op;
 use raftgate_raft::operations::PutAuthGuard;
+use raftgate_raft::state::{AuthFailureCount, Offender};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -31,13 +32,18 @@ fn view(state: &AdminState) -> Value {
     let blocked: Vec<Value> =
         v.policy.blocked_ips.iter().map(|(ip, until)| json!({ "ip": ip.to_string(), "until_ms": until })).collect();
     // The current window's counts, highest first (at most 100).
-    let mut counting: Vec<(u64, String, u64)> =
-        v.auth_failures.values().map(|c| (c.count, c.ip.to_string(), c.window_start_ms)).collect();
-    counting.sort_by_key(|c| std::cmp::Reverse(c.0));
+    let mut counting: Vec<&AuthFailureCount> = v.auth_failures.values().collect();
+    counting.sort_by_key(|c| std::cmp::Reverse(c.count));
     let counting: Vec<Value> = counting
         .into_iter()
         .take(100)
-        .map(|(count, ip, window_start_ms)| json!({ "ip": ip, "failures": count, "window_start_ms": window_start_ms }))
+        .map(|c| {
+            let (kind, who) = match &c.offender {
+                Offender::Ip(ip) => ("ip", ip.to_string()),
+                Offender::Key(id) => ("key_id", id.clone()),
+            };
+            json!({ kind: who, "failures": c.count, "window_start_ms": c.window_start_ms })
+        })
         .collect();
     json!({ "guard": v.policy.auth_guard, "blocked_ips": blocked, "failures": counting })
 }

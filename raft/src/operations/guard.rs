@@ -8,7 +8,7 @@ use raftgate_proxy::policy::AuthGuard;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{OpError, Outcome};
-use crate::state::{AlertEvent, AuthFailureCount, GatewayState, PendingAlert, Writes};
+use crate::state::{AlertEvent, AuthFailureCount, GatewayState, Offender, PendingAlert, Writes};
 use crate::NodeId;
 
 /// IPs per report, at most (the data plane keeps no more between two reports).
@@ -35,17 +35,18 @@ impl PutAuthGuard {
     }
 }
 
-/// A node's failed authentications per IP since its last report.
+/// A node's failed authentications per IP and per known key since its last report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportAuthFailures {
     pub node: NodeId,
     pub counts: Vec<(IpAddr, u64)>,
+    pub keys: Vec<(String, u64)>,
 }
 
 impl ReportAuthFailures {
     pub fn apply(&self, st: &mut GatewayState, now_ms: u64, w: &mut Writes) -> Result<Outcome, OpError> {
-        if self.counts.len() > REPORT_IPS_MAX {
-            return Err(OpError::invalid(format!("at most {REPORT_IPS_MAX} IPs per report")));
+        if self.counts.len() > REPORT_IPS_MAX || self.keys.len() > REPORT_IPS_MAX {
+            return Err(OpError::invalid(format!("at most {REPORT_IPS_MAX} IPs and keys per report")));
         }
         st.expire_guard_state(now_ms, w);
         let Some(guard) = st.policy.auth_guard else {
@@ -53,14 +54,20 @@ impl ReportAuthFailures {
         };
         let window_ms = guard.window_s.max(1).saturating_mul(1000);
         let window_start_ms = now_ms - now_ms % window_ms;
-        for &(ip, n) in &self.counts {
-            let mut c = st.auth_failures.get(&(window_start_ms, ip)).cloned().unwrap_or(AuthFailureCount {
-                window_start_ms,
-                window_ms,
-                ip,
-                count: 0,
-                fired: false,
-            });
+        let offenders = self
+            .counts
+            .iter()
+            .map(|(ip, n)| (Offender::Ip(*ip), *n))
+            .chain(self.keys.iter().map(|(k, n)| (Offender::Key(k.clone()), *n)));
+        for (offender, n) in offenders {
+            let mut c =
+                st.auth_failures.get(&(window_start_ms, offender.clone())).cloned().unwrap_or(AuthFailureCount {
+                    window_start_ms,
+                    window_ms,
+                    offender: offender.clone(),
+                    count: 0,
+                    fired: false,
+                });
             c.count = c.count.saturating_add(n);
             let crossed = !c.fired && c.count >= guard.threshold;
             if crossed {
@@ -71,22 +78,24 @@ impl ReportAuthFailures {
             if !crossed {
                 continue;
             }
-            let blocked_until_ms = (guard.block_s > 0).then(|| now_ms + guard.block_s.saturating_mul(1000));
-            if let Some(until) = blocked_until_ms {
-                st.block_ip(ip, until, w);
-            }
+            let event = match &offender {
+                Offender::Ip(ip) => {
+                    // An IP is blocked everywhere; a key is not (its owner is not the guesser).
+                    let blocked_until_ms = (guard.block_s > 0).then(|| now_ms + guard.block_s.saturating_mul(1000));
+                    if let Some(until) = blocked_until_ms {
+                        st.block_ip(*ip, until, w);
+                    }
+                    AlertEvent::FailedAuth { ip: *ip, failures, window_start_ms, window_ms, blocked_until_ms }
+                }
+                Offender::Key(key_id) => {
+                    let Some(consumer) = st.policy.keys.get(key_id).map(|k| k.consumer.clone()) else { continue };
+                    AlertEvent::FailedAuthKey { key_id: key_id.clone(), consumer, failures, window_start_ms, window_ms }
+                }
+            };
             let rules: Vec<_> = st.alert_rules.values().filter(|r| r.failed_auth).map(|r| r.name.clone()).collect();
             for rule in rules {
-                let id = format!("{rule}/failed-auth/{window_start_ms}/{ip}");
-                st.add_pending_alert(
-                    PendingAlert {
-                        id,
-                        rule,
-                        fired_at_ms: now_ms,
-                        event: AlertEvent::FailedAuth { ip, failures, window_start_ms, window_ms, blocked_until_ms },
-                    },
-                    w,
-                );
+                let id = format!("{rule}/failed-auth/{window_start_ms}/{offender}");
+                st.add_pending_alert(PendingAlert { id, rule, fired_at_ms: now_ms, event: event.clone() }, w);
             }
         }
         Ok(Outcome::Done)
