@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Global rate-limit benchmark: starts nginx as a fast static upstream (for the throughput part),
 # then runs chaos-tests' bench-global-limits (accuracy on 3 and 5 nodes, req/s and Raft entries
-# under a global vs a local limit, revoke latency). Prints its figures.
+# under a global vs a local limit, p99 at a fixed rate with oha, revoke latency). Prints its figures.
 # Usage: bench/global-bench.sh [windows] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,9 @@ for p in nginx-light wrk; do
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$p" >/dev/null; }
     }
 done
+# oha (open-loop load at a fixed rate) for the latency part, from crates.io, kept outside the clone.
+OHA=/var/tmp/oha/bin/oha
+[ -x "$OHA" ] || cargo install oha --locked --root /var/tmp/oha >/dev/null
 W=$(mktemp -d); trap 'nginx -c $W/nginx.conf -s stop 2>/dev/null || true; rm -rf $W' EXIT
 UP=18090
 cat > "$W/nginx.conf" <<NGINX
@@ -25,5 +28,5 @@ http {
 }
 NGINX
 nginx -c "$W/nginx.conf"
-cargo build --release --locked -p raftgate -p chaos-tests --bins >/dev/null
-RAFTGATE_BIN="$CARGO_TARGET_DIR/release/raftgate" BENCH_UPSTREAM="http://127.0.0.1:$UP" "$CARGO_TARGET_DIR/release/bench-global-limits" --windows "$WINDOWS" --seconds "$SECS"
+cargo build --release --locked --workspace --bins >/dev/null
+BENCH_OHA="$OHA" RAFTGATE_BIN="$CARGO_TARGET_DIR/release/raftgate" BENCH_UPSTREAM="http://127.0.0.1:$UP" "$CARGO_TARGET_DIR/release/bench-global-limits" --windows "$WINDOWS" --seconds "$SECS"

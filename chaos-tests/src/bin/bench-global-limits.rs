@@ -185,6 +185,19 @@ fn wrk(url: &str, key: &str, seconds: u64) -> anyhow::Result<(f64, String, Strin
     Ok((rps, field("50%", 1), field("99%", 1)))
 }
 
+/// Open-loop latency at a fixed rate with oha (`BENCH_OHA` = its path): p50 and p99 in ms,
+/// corrected for coordinated omission, and the success rate.
+fn oha(oha: &str, url: &str, key: &str, rate: u64, seconds: u64) -> anyhow::Result<(f64, f64, f64)> {
+    let out = Command::new(oha)
+        .args(["-z", &format!("{seconds}s"), "-q", &rate.to_string(), "-c", "64", "--no-tui", "--latency-correction"])
+        .args(["--output-format", "json", "-H", &format!("Authorization: Bearer {key}"), url])
+        .output()
+        .context("oha")?;
+    let v: Value = serde_json::from_slice(&out.stdout).context("oha's JSON")?;
+    let p = |q: &str| v["latencyPercentiles"][q].as_f64().unwrap_or(f64::NAN) * 1000.0;
+    Ok((p("p50"), p("p99"), v["summary"]["successRate"].as_f64().unwrap_or(0.0)))
+}
+
 async fn last_index(c: &TestCluster) -> u64 {
     let mut best = 0;
     for id in c.ids() {
@@ -221,6 +234,25 @@ async fn cost_and_revokes(seconds: u64, revokes: usize) -> anyhow::Result<()> {
             "throughput limit={name:<6} wrk -c64 -t2 {seconds}s on node 1 of 3: {rps:.0} req/s, p50 {p50}, p99 {p99}; Raft entries {entries} ({:.1}/s)",
             entries as f64 / t0.elapsed().as_secs_f64()
         );
+    }
+
+    // Latency at a fixed rate, open loop: what a global limit adds over a local one at p99.
+    if let Ok(oha_bin) = std::env::var("BENCH_OHA") {
+        let rate = 5000;
+        let mut rows = vec![];
+        if std::env::var("BENCH_UPSTREAM").is_ok() {
+            rows.push(("upstream direct", format!("{upstream}/")));
+        }
+        rows.push(("local", format!("{base}/local/x")));
+        rows.push(("global", format!("{base}/global/x")));
+        rows.push(("local", format!("{base}/local/x")));
+        rows.push(("global", format!("{base}/global/x")));
+        for (name, url) in rows {
+            let (p50, p99, ok) = oha(&oha_bin, &url, &key, rate, seconds)?;
+            println!(
+                "fixed rate {rate} req/s (oha -c64, {seconds}s, corrected) {name:<15}: p50 {p50:.2} ms, p99 {p99:.2} ms, success {ok:.4}"
+            );
+        }
     }
 
     // Revokes with every node healthy, through a follower and through the leader alternately.
