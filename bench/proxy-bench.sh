@@ -3,7 +3,8 @@
 # returning a static 200), wrk at fixed connections, interleaved rounds of
 #   (a) direct to the upstream, (b) nginx as a keep-alive reverse proxy with no checks,
 #   (c) raftgate with key auth + RBAC + rate limit + audit,
-# plus the invalid-key flood and the 429 path. Prints req/s, ratios, CPU per request.
+# plus the invalid-key flood and the 429 path. Prints req/s, ratios, CPU per request, and p99 at
+# a fixed rate of half of nginx's throughput (oha, open loop).
 # Usage: bench/proxy-bench.sh [rounds] [seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,10 @@ for p in nginx-light wrk; do
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$p" >/dev/null; }
     }
 done
-cargo build --release --locked --bin raftgate >/dev/null
+# oha: open-loop load at a fixed rate, for p99 at 50 % of nginx's throughput.
+OHA=/var/tmp/oha/bin/oha
+[ -x "$OHA" ] || cargo install oha --locked --root /var/tmp/oha >/dev/null
+cargo build --release --locked --workspace --bins >/dev/null
 BIN="$CARGO_TARGET_DIR/release/raftgate"
 W=$(mktemp -d); trap 'kill $(cat $W/*.pid 2>/dev/null) 2>/dev/null; nginx -c $W/nginx.conf -s stop 2>/dev/null || true; rm -rf $W' EXIT
 UP=18080; NGX=18081; RG=18082; ADM=18083; RAFT=18084
@@ -86,4 +90,19 @@ echo "median req/s: direct $D | nginx proxy $N | raftgate full pipeline $G | inv
 awk -v d="$D" -v n="$N" -v g="$G" -v f="$F" 'BEGIN {
   printf "raftgate / direct = %.2f   raftgate / nginx = %.2f   flood / raftgate = %.2f\n", g/d, g/n, f/g }'
 echo "raftgate CPU per proxied request (µs, user+sys, medians): $(median ${SUM[rg_cpu]})"
+# p99 at a fixed rate of half of nginx's median throughput (open loop, corrected for
+# coordinated omission), nginx proxy and raftgate interleaved.
+RATE=$(awk -v n="$N" 'BEGIN { printf "%d", n / 2 }')
+fixed() { # name url [header]
+    local out
+    if [ -n "${3:-}" ]; then out=$("$OHA" -z "${SECS}s" -q "$RATE" -c "$CONNS" --no-tui --latency-correction --output-format json -H "$3" "$2"); \
+    else out=$("$OHA" -z "${SECS}s" -q "$RATE" -c "$CONNS" --no-tui --latency-correction --output-format json "$2"); fi
+    echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print("%.3f %.3f %.4f" % (p["p50"]*1000, p["p99"]*1000, d["summary"]["successRate"]))'
+}
+for r in $(seq 1 "$ROUNDS"); do
+    SUM[fx_nginx]="${SUM[fx_nginx]:-} $(fixed nginx "http://127.0.0.1:$NGX/" | awk '{print $2}')"
+    SUM[fx_rg]="${SUM[fx_rg]:-} $(fixed raftgate "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $KEY" | awk '{print $2}')"
+done
+FXN=$(median ${SUM[fx_nginx]}); FXR=$(median ${SUM[fx_rg]})
+echo "p99 at a fixed $RATE req/s (50 % of nginx's median; oha -c$CONNS, corrected; medians of $ROUNDS): nginx proxy $FXN ms | raftgate $FXR ms | added $(awk -v a="$FXR" -v b="$FXN" 'BEGIN { printf "%.3f", a - b }') ms"
 echo "audit queue after the run: $(curl -fsS http://127.0.0.1:$ADM/metrics | grep -E '^raftgate_audit_(queue_depth|dropped)' | tr '\n' ' ')"
