@@ -207,3 +207,47 @@ async fn global_limit_holds_across_a_partition() {
     assert!(admitted <= LIMIT, "{admitted} admitted, limit {LIMIT}; during {during:?}, after {after:?}");
     assert!(admitted > 0);
 }
+
+/// Slow and one-way links mid-window: one follower's links delayed by 150 ms both ways, then
+/// the leader's link to another follower cut in one direction only (it can be heard but not
+/// answered, or the reverse). Whatever the network does, never more than the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_limit_holds_over_slow_and_one_way_links() {
+    let c = TestCluster::start_with_faults(3, &[]).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = EchoUpstream::start().await;
+    let keys = install(&c, &up.url(), 2).await;
+    let ids = c.ids();
+    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
+    let every = Duration::from_millis(5);
+
+    let window = window_with(Duration::from_secs(40)).await;
+    let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
+    let followers: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
+
+    // A slow follower: its grants take at least two delayed hops.
+    for other in ids.iter().filter(|i| **i != followers[0]) {
+        c.net().delay(followers[0], *other, Duration::from_millis(150));
+        c.net().delay(*other, followers[0], Duration::from_millis(150));
+    }
+    let (slow_id, slow_key) = &keys[0];
+    let slow = fire(&c, slow_key, 400, every, |i| 1 + (i % 3) as u64).await;
+    c.net().heal();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let slow_admitted = up.hits_for_key(slow_id);
+    println!("slow follower: {slow_admitted} of {LIMIT} admitted; statuses {slow:?}");
+
+    // One-way: the leader cannot reach the other follower, which can still reach the leader.
+    c.net().cut(leader, followers[1]);
+    let (oneway_id, oneway_key) = &keys[1];
+    let oneway = fire(&c, oneway_key, 400, every, |i| 1 + (i % 3) as u64).await;
+    c.net().heal();
+    c.wait_converged(&ids, Duration::from_secs(20)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let oneway_admitted = up.hits_for_key(oneway_id);
+    println!("one-way link: {oneway_admitted} of {LIMIT} admitted; statuses {oneway:?}");
+
+    assert_eq!(window_now(), window, "the scenario ran inside one window");
+    assert!(slow_admitted <= LIMIT, "slow follower: {slow_admitted} admitted; {slow:?}");
+    assert!(oneway_admitted <= LIMIT, "one-way link: {oneway_admitted} admitted; {oneway:?}");
+}
