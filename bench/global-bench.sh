@@ -7,14 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 WINDOWS=${1:-3}; SECS=${2:-10}
-for p in nginx-light wrk; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$p" >/dev/null; }
-    }
-done
-# oha (open-loop load at a fixed rate) for the latency part, from crates.io, kept outside the clone.
-OHA=/var/tmp/oha/bin/oha
-[ -x "$OHA" ] || cargo install oha --locked --root /var/tmp/oha >/dev/null
+install_bench_tools
 W=$(mktemp -d); trap 'nginx -c $W/nginx.conf -s stop 2>/dev/null || true; rm -rf $W' EXIT
 UP=18090
 cat > "$W/nginx.conf" <<NGINX

@@ -10,14 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ROUNDS=${1:-3}; SECS=${2:-10}; CONNS=${3:-64}
-for p in nginx-light wrk; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$p" >/dev/null; }
-    }
-done
-# oha: open-loop load at a fixed rate, for p99 at 50 % of nginx's throughput.
-OHA=/var/tmp/oha/bin/oha
-[ -x "$OHA" ] || cargo install oha --locked --root /var/tmp/oha >/dev/null
+install_bench_tools
 cargo build --release --locked --workspace --bins >/dev/null
 BIN="$CARGO_TARGET_DIR/release/raftgate"
 W=$(mktemp -d); trap 'kill $(cat $W/*.pid 2>/dev/null) 2>/dev/null; nginx -c $W/nginx.conf -s stop 2>/dev/null || true; rm -rf $W' EXIT

@@ -29,3 +29,16 @@ install_system_packages() {
 # RocksDB's C++ takes ~20 minutes to compile on 2 cores, once per profile. A target dir kept
 # outside the clone is reused by later clones on the same machine; a fresh machine just builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/raftgate-target}"
+
+# The benchmarks' load tools: nginx (the fast upstream and the peer to compare with) and wrk
+# from Debian's packages, oha (open-loop load at a fixed rate) from crates.io, kept outside the
+# clone. Sets OHA to its path.
+install_bench_tools() {
+    for p in nginx-light wrk; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$p" >/dev/null; }
+        }
+    done
+    OHA=/var/tmp/oha/bin/oha
+    [ -x "$OHA" ] || cargo install oha --locked --root /var/tmp/oha >/dev/null
+}

@@ -54,6 +54,21 @@ async fn install(c: &TestCluster, upstream: &str, n: usize) -> Vec<(String, Stri
     keys
 }
 
+/// Three nodes (`faults`: every node-to-node link through the fault network), an upstream, the
+/// policy and `n` keys, converged everywhere.
+async fn setup(faults: bool, n: usize) -> (TestCluster, EchoUpstream, Vec<(String, String)>) {
+    let c =
+        if faults { TestCluster::start_with_faults(3, &[]).await } else { TestCluster::start(3, &[]).await }.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = EchoUpstream::start().await;
+    let keys = install(&c, &up.url(), n).await;
+    c.wait_converged(&c.ids(), Duration::from_secs(10)).await.unwrap();
+    (c, up, keys)
+}
+
+/// One request every 5 ms: 200 requests per second offered.
+const PACE: Duration = Duration::from_millis(5);
+
 /// Waits, if needed, until the current window (aligned to the epoch, like the cluster's) has
 /// at least `margin` left, so that a scenario runs inside one window.
 async fn window_with(margin: Duration) -> u64 {
@@ -71,17 +86,11 @@ fn window_now() -> u64 {
     now - now % WINDOW_MS
 }
 
-/// Sends one request every `every` to the node `target(i)` picks, each on its own task so a
+/// Sends one request every [`PACE`] to the node `target(i)` picks, each on its own task so a
 /// slow answer does not slow the pace; returns the statuses seen (0 = no answer).
-async fn fire(
-    c: &TestCluster,
-    key: &str,
-    n: usize,
-    every: Duration,
-    target: impl Fn(usize) -> u64,
-) -> BTreeMap<u16, u64> {
+async fn fire(c: &TestCluster, key: &str, n: usize, target: impl Fn(usize) -> u64) -> BTreeMap<u16, u64> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(PACE);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         tick.tick().await;
@@ -98,13 +107,7 @@ async fn fire(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_limit_holds_under_every_load_pattern() {
-    let c = TestCluster::start(3, &[]).await.unwrap();
-    c.wait_leader(Duration::from_secs(10)).await.unwrap();
-    let up = EchoUpstream::start().await;
-    let keys = install(&c, &up.url(), 3).await;
-    let ids = c.ids();
-    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
-    let every = Duration::from_millis(5);
+    let (c, up, keys) = setup(false, 3).await;
 
     let window = window_with(Duration::from_secs(30)).await;
     let patterns: [(&str, Pick); 3] = [
@@ -114,7 +117,7 @@ async fn global_limit_holds_under_every_load_pattern() {
         ("moving", Box::new(|i| 1 + ((i / 40) % 3) as u64)),
     ];
     for ((name, target), (id, key)) in patterns.iter().zip(&keys) {
-        let statuses = fire(&c, key, 400, every, target).await;
+        let statuses = fire(&c, key, 400, target).await;
         // Requests still travelling when the last answer came back are counted too.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let admitted = up.hits_for_key(id);
@@ -143,18 +146,13 @@ async fn global_limit_holds_under_every_load_pattern() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_limit_holds_when_nodes_die_mid_window() {
-    let mut c = TestCluster::start(3, &[]).await.unwrap();
-    c.wait_leader(Duration::from_secs(10)).await.unwrap();
-    let up = EchoUpstream::start().await;
-    let keys = install(&c, &up.url(), 1).await;
+    let (mut c, up, keys) = setup(false, 1).await;
     let (id, key) = keys[0].clone();
     let ids = c.ids();
-    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
-    let every = Duration::from_millis(5);
 
     let window = window_with(Duration::from_secs(40)).await;
     // Some traffic everywhere, so every node holds tokens.
-    fire(&c, &key, 60, every, |i| 1 + (i % 3) as u64).await;
+    fire(&c, &key, 60, |i| 1 + (i % 3) as u64).await;
     // Crash one node and freeze another: the survivor has no quorum and may spend only what it
     // already holds.
     let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
@@ -163,13 +161,13 @@ async fn global_limit_holds_when_nodes_die_mid_window() {
     let survivor = *ids.iter().find(|i| **i != crashed && **i != frozen).unwrap();
     c.node(crashed).kill();
     c.node(frozen).pause();
-    let alone = fire(&c, &key, 150, every, |_| survivor).await;
+    let alone = fire(&c, &key, 150, |_| survivor).await;
     // Back to health: the frozen node resumes (with the tokens it held), the crashed one
     // restarts (its tokens are lost, never spent), and traffic goes everywhere again.
     c.node(frozen).resume();
     c.node(crashed).restart();
     c.wait_converged(&ids, Duration::from_secs(20)).await.unwrap();
-    let after = fire(&c, &key, 190, every, |i| 1 + (i % 3) as u64).await;
+    let after = fire(&c, &key, 190, |i| 1 + (i % 3) as u64).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let admitted = up.hits_for_key(&id);
@@ -181,25 +179,20 @@ async fn global_limit_holds_when_nodes_die_mid_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_limit_holds_across_a_partition() {
-    let c = TestCluster::start_with_faults(3, &[]).await.unwrap();
-    c.wait_leader(Duration::from_secs(10)).await.unwrap();
-    let up = EchoUpstream::start().await;
-    let keys = install(&c, &up.url(), 1).await;
+    let (c, up, keys) = setup(true, 1).await;
     let (id, key) = keys[0].clone();
     let ids = c.ids();
-    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
-    let every = Duration::from_millis(5);
 
     let window = window_with(Duration::from_secs(40)).await;
-    fire(&c, &key, 60, every, |i| 1 + (i % 3) as u64).await;
+    fire(&c, &key, 60, |i| 1 + (i % 3) as u64).await;
     // Cut the leader off: the majority elects another and goes on granting; the old leader
     // spends what it holds and can grant nothing more (its entries cannot commit).
     let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
     c.net().isolate(leader, &ids);
-    let during = fire(&c, &key, 200, every, |i| 1 + (i % 3) as u64).await;
+    let during = fire(&c, &key, 200, |i| 1 + (i % 3) as u64).await;
     c.net().heal();
     c.wait_converged(&ids, Duration::from_secs(20)).await.unwrap();
-    let after = fire(&c, &key, 140, every, |i| 1 + (i % 3) as u64).await;
+    let after = fire(&c, &key, 140, |i| 1 + (i % 3) as u64).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let admitted = up.hits_for_key(&id);
@@ -213,13 +206,8 @@ async fn global_limit_holds_across_a_partition() {
 /// answered, or the reverse). Whatever the network does, never more than the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_limit_holds_over_slow_and_one_way_links() {
-    let c = TestCluster::start_with_faults(3, &[]).await.unwrap();
-    c.wait_leader(Duration::from_secs(10)).await.unwrap();
-    let up = EchoUpstream::start().await;
-    let keys = install(&c, &up.url(), 2).await;
+    let (c, up, keys) = setup(true, 2).await;
     let ids = c.ids();
-    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
-    let every = Duration::from_millis(5);
 
     let window = window_with(Duration::from_secs(40)).await;
     let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
@@ -231,7 +219,7 @@ async fn global_limit_holds_over_slow_and_one_way_links() {
         c.net().delay(*other, followers[0], Duration::from_millis(150));
     }
     let (slow_id, slow_key) = &keys[0];
-    let slow = fire(&c, slow_key, 400, every, |i| 1 + (i % 3) as u64).await;
+    let slow = fire(&c, slow_key, 400, |i| 1 + (i % 3) as u64).await;
     c.net().heal();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let slow_admitted = up.hits_for_key(slow_id);
@@ -240,7 +228,7 @@ async fn global_limit_holds_over_slow_and_one_way_links() {
     // One-way: the leader cannot reach the other follower, which can still reach the leader.
     c.net().cut(leader, followers[1]);
     let (oneway_id, oneway_key) = &keys[1];
-    let oneway = fire(&c, oneway_key, 400, every, |i| 1 + (i % 3) as u64).await;
+    let oneway = fire(&c, oneway_key, 400, |i| 1 + (i % 3) as u64).await;
     c.net().heal();
     c.wait_converged(&ids, Duration::from_secs(20)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;

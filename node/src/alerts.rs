@@ -115,8 +115,15 @@ fn is_leader(cluster: &Cluster) -> bool {
     cluster.leader().is_some_and(|(l, _)| l == cluster.id)
 }
 
-/// The JSON body of an alert.
+/// The JSON body of an alert, as sent by node `node_id`.
 pub fn body(alert: &PendingAlert, node_id: u64) -> String {
+    let mut v = describe(alert);
+    v["sent_by_node"] = json!(node_id);
+    v.to_string()
+}
+
+/// An alert as JSON: what it is about, and its id, rule and firing time.
+pub fn describe(alert: &PendingAlert) -> serde_json::Value {
     let mut v = match &alert.event {
         AlertEvent::GlobalLimit { policy, subject, window_start_ms, window_ms, limit, threshold_permille, granted } => {
             json!({
@@ -156,8 +163,7 @@ pub fn body(alert: &PendingAlert, node_id: u64) -> String {
     v["id"] = json!(alert.id);
     v["rule"] = json!(alert.rule);
     v["fired_at_ms"] = json!(alert.fired_at_ms);
-    v["sent_by_node"] = json!(node_id);
-    v.to_string()
+    v
 }
 
 /// `sha256=<hex>` of HMAC-SHA256 over the body.

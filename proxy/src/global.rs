@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::policy::{Name, RateLimitPolicy};
@@ -54,8 +55,9 @@ impl Default for GlobalConfig {
     }
 }
 
-/// What the quota task asks the leader for, per subject.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the quota task asks the leader for, per subject. These three types are also what the
+/// `AcquireQuota` log entry carries and answers (`raft/src/operations/quota.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ask {
     pub policy: Name,
     pub subject: String,
@@ -63,7 +65,7 @@ pub struct Ask {
 }
 
 /// Tokens this node stopped spending and gives back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GiveBack {
     pub policy: Name,
     pub subject: String,
@@ -72,13 +74,13 @@ pub struct GiveBack {
 }
 
 /// The state machine's answer to one [`Ask`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     pub policy: Name,
     pub subject: String,
     pub window_start_ms: u64,
     pub window_ms: u64,
-    /// The entry's agreed time.
+    /// The entry's agreed time: the node anchors the window's end on it.
     pub ts_ms: u64,
     pub limit: u64,
     pub granted: u64,
@@ -342,19 +344,25 @@ impl GlobalLimits {
         self.answers.send_modify(|n| *n += 1);
     }
 
-    /// The asks could not be committed (no leader in time): waiting requests give up, and the
-    /// next request asks again.
-    pub fn failed(&self, asks: &[Ask], now: Instant) {
+    /// Settles the asks of an entry that [`granted`](Self::granted) did not answer (not
+    /// committed in time, refused, or skipped for a policy that is gone): waiting requests give
+    /// up, and the next request asks again. Answered asks are left alone.
+    pub fn unanswered(&self, asks: &[Ask], now: Instant) {
         let mut all = self.holdings.lock().expect("global limits lock");
+        let mut settled = false;
         for a in asks {
-            if let Some(h) = all.get_mut(&a.policy).and_then(|m| m.get_mut(a.subject.as_str())) {
+            if let Some(h) = all.get_mut(&a.policy).and_then(|m| m.get_mut(a.subject.as_str())).filter(|h| h.in_flight)
+            {
                 h.asking = false;
                 h.in_flight = false;
                 h.last_answer = now;
+                settled = true;
             }
         }
         drop(all);
-        self.answers.send_modify(|n| *n += 1);
+        if settled {
+            self.answers.send_modify(|n| *n += 1);
+        }
     }
 
     /// Tokens held for `subject` under `policy` (for tests and the debug endpoint).

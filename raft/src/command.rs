@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::operations::{
     AcquireQuota, AlertDone, BootstrapAdminToken, CreateKey, CreateKeys, DeleteAlert, DeleteConsumer, DeleteRateLimit,
-    DeleteRole, DeleteRoute, PutAlert, PutAuthGuard, PutConsumer, PutRateLimit, PutRole, PutRoute, QuotaGrant,
-    RegisterNode, RemindKeyExpiry, ReportAuthFailures, RetireNode, RevokeKey, RotateKey,
+    DeleteRole, DeleteRoute, PutAlert, PutAuthGuard, PutConsumer, PutRateLimit, PutRole, PutRoute, RegisterNode,
+    RemindKeyExpiry, ReportAuthFailures, RetireNode, RevokeKey, RotateKey,
 };
 use raftgate_proxy::policy::{ApiKey, Consumer};
 
@@ -94,7 +94,7 @@ pub enum Outcome {
     Consumer(Consumer),
     Key(ApiKey),
     /// One grant per ask of an [`AcquireQuota`], in order (asks for unknown policies are skipped).
-    Quota(Vec<QuotaGrant>),
+    Quota(Vec<raftgate_proxy::global::Grant>),
 }
 
 /// A deterministic refusal: every node reaches the same one for the same entry.

@@ -23,7 +23,7 @@ pub use create_key::CreateKey;
 pub use create_keys::{CreateKeys, KEYS_PER_BATCH_MAX};
 pub use guard::{PutAuthGuard, RemindKeyExpiry, ReportAuthFailures, REMIND_KEYS_MAX, REPORT_IPS_MAX};
 pub use node::{RegisterNode, RetireNode};
-pub use quota::{AcquireQuota, QuotaAsk, QuotaGive, QuotaGrant, QUOTA_ITEMS_MAX};
+pub use quota::{AcquireQuota, QUOTA_ITEMS_MAX};
 pub use rate_limit::{DeleteRateLimit, PutRateLimit};
 pub use revoke_key::RevokeKey;
 pub use role::{DeleteRole, PutRole};

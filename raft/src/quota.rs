@@ -10,14 +10,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raftgate_proxy::global::{Ask, GiveBack, GlobalLimits, Grant};
+use raftgate_proxy::global::{Ask, GiveBack, GlobalLimits};
 use raftgate_proxy::reports::AuthFailureReports;
 use tokio::sync::watch;
 
 use crate::cluster::Cluster;
 use crate::command::{Op, Outcome, Response};
 use crate::network::wire::Caller;
-use crate::operations::{AcquireQuota, QuotaAsk, QuotaGive, ReportAuthFailures, QUOTA_ITEMS_MAX};
+use crate::operations::{AcquireQuota, ReportAuthFailures, QUOTA_ITEMS_MAX};
 
 /// How often idle tokens are looked for when nothing else wakes the task.
 const SWEEP: Duration = Duration::from_millis(50);
@@ -62,58 +62,24 @@ pub async fn run(
 }
 
 async fn exchange(cluster: &Cluster, limits: &GlobalLimits, asks: Vec<Ask>, gives: Vec<GiveBack>) {
-    let op = Op::AcquireQuota(AcquireQuota {
-        node: cluster.id,
-        asks: asks
-            .iter()
-            .map(|a| QuotaAsk { policy: a.policy.clone(), subject: a.subject.clone(), want: a.want })
-            .collect(),
-        gives: gives
-            .into_iter()
-            .map(|g| QuotaGive { policy: g.policy, subject: g.subject, window_start_ms: g.window_start_ms, n: g.n })
-            .collect(),
-    });
+    let op = Op::AcquireQuota(AcquireQuota { node: cluster.id, asks: asks.clone(), gives });
     // `sent` is taken before proposing: the window's end is measured from it, so a node stops
     // spending no later than the agreed time says the window ends.
     let sent = Instant::now();
     limits.metrics.entries.inc();
     match cluster.propose(Caller::Node, Cluster::new_request_id(), op, sent + PROPOSE_DEADLINE).await {
         Ok(written) => match written.response {
-            Response::Ok(Outcome::Quota(grants)) => {
-                let grants: Vec<Grant> = grants
-                    .into_iter()
-                    .map(|g| Grant {
-                        policy: g.policy,
-                        subject: g.subject,
-                        window_start_ms: g.window_start_ms,
-                        window_ms: g.window_ms,
-                        ts_ms: g.ts_ms,
-                        limit: g.limit,
-                        granted: g.granted,
-                        available: g.available,
-                    })
-                    .collect();
-                limits.granted(&grants, sent, Instant::now());
-                // Asks the state machine skipped (policy gone or made local) are settled too.
-                let skipped: Vec<Ask> = asks
-                    .into_iter()
-                    .filter(|a| !grants.iter().any(|g| g.policy == a.policy && g.subject == a.subject))
-                    .collect();
-                if !skipped.is_empty() {
-                    limits.failed(&skipped, Instant::now());
-                }
-            }
-            other => {
-                tracing::warn!(?other, "quota entry refused");
-                limits.failed(&asks, Instant::now());
-            }
+            Response::Ok(Outcome::Quota(grants)) => limits.granted(&grants, sent, Instant::now()),
+            other => tracing::warn!(?other, "quota entry refused"),
         },
         Err(e) => {
             // Outcome unknown: tokens granted by an entry we never heard back from are never
             // spent, and tokens we gave back are gone either way. Both errors are safe.
             tracing::debug!(error = %e, "quota entry not committed in time");
             limits.metrics.entry_failures.inc();
-            limits.failed(&asks, Instant::now());
         }
     }
+    // Asks without a grant (refused, not committed, or skipped because the policy is gone or
+    // was made local) are settled, so that the next request asks again.
+    limits.unanswered(&asks, Instant::now());
 }

@@ -7,7 +7,7 @@ use axum::Json;
 use raftgate_proxy::policy::Name;
 use raftgate_raft::command::{Op, Outcome};
 use raftgate_raft::operations::{DeleteAlert, PutAlert};
-use raftgate_raft::state::{AlertRule, PendingAlert};
+use raftgate_raft::state::AlertRule;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -47,15 +47,6 @@ fn view(r: &AlertRule) -> Value {
         "failed_auth": r.failed_auth,
         "key_expiry_s": r.key_expiry_s,
     })
-}
-
-fn pending_view(a: &PendingAlert) -> Value {
-    let body = crate::alerts::body(a, 0);
-    let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    if let Some(o) = v.as_object_mut() {
-        o.remove("sent_by_node");
-    }
-    v
 }
 
 pub async fn put(
@@ -123,7 +114,7 @@ pub async fn list(
     let v = state.cluster.view.load();
     Ok(Json(json!({
         "alerts": v.alert_rules.values().map(view).collect::<Vec<_>>(),
-        "pending": v.pending_alerts.values().take(1000).map(pending_view).collect::<Vec<_>>(),
+        "pending": v.pending_alerts.values().take(1000).map(crate::alerts::describe).collect::<Vec<_>>(),
         "pending_count": v.pending_alerts.len(),
     })))
 }

@@ -7,7 +7,8 @@
 //! window's ledger is dropped once the agreed time passes its end. Grants are log entries, so
 //! a new leader inherits them and never hands the same tokens out twice.
 
-use raftgate_proxy::policy::{LimitMode, Name};
+use raftgate_proxy::global::{Ask, GiveBack, Grant};
+use raftgate_proxy::policy::LimitMode;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -21,38 +22,8 @@ pub const QUOTA_ITEMS_MAX: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcquireQuota {
     pub node: NodeId,
-    pub asks: Vec<QuotaAsk>,
-    pub gives: Vec<QuotaGive>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuotaAsk {
-    pub policy: Name,
-    pub subject: String,
-    pub want: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuotaGive {
-    pub policy: Name,
-    pub subject: String,
-    pub window_start_ms: u64,
-    pub n: u64,
-}
-
-/// The answer to one ask.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuotaGrant {
-    pub policy: Name,
-    pub subject: String,
-    pub window_start_ms: u64,
-    pub window_ms: u64,
-    /// The entry's agreed time: the node anchors the window's end on it.
-    pub ts_ms: u64,
-    pub limit: u64,
-    pub granted: u64,
-    /// Left in the pool after this grant.
-    pub available: u64,
+    pub asks: Vec<Ask>,
+    pub gives: Vec<GiveBack>,
 }
 
 /// Longest subject accepted (key ids, IPs, consumer and route names are all far shorter).
@@ -108,7 +79,7 @@ impl AcquireQuota {
             fire_alerts(st, &key, &mut ledger, now_ms, w);
             let available = ledger.limit.saturating_sub(ledger.granted);
             st.put_quota(key, ledger, w);
-            grants.push(QuotaGrant {
+            grants.push(Grant {
                 policy: a.policy.clone(),
                 subject: a.subject.clone(),
                 window_start_ms,
@@ -168,7 +139,7 @@ fn fire_alerts(st: &mut GatewayState, key: &QuotaKey, ledger: &mut QuotaLedger, 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use raftgate_proxy::policy::{LimitSubject, RateLimitPolicy};
+    use raftgate_proxy::policy::{LimitSubject, Name, RateLimitPolicy};
     use raftgate_storage::RecordWrites;
 
     use super::*;
@@ -191,12 +162,12 @@ mod tests {
     fn ask(node: NodeId, subject: &str, want: u64) -> AcquireQuota {
         AcquireQuota {
             node,
-            asks: vec![QuotaAsk { policy: Name::parse("g").unwrap(), subject: subject.into(), want }],
+            asks: vec![Ask { policy: Name::parse("g").unwrap(), subject: subject.into(), want }],
             gives: vec![],
         }
     }
 
-    fn granted(o: Outcome) -> Vec<QuotaGrant> {
+    fn granted(o: Outcome) -> Vec<Grant> {
         match o {
             Outcome::Quota(g) => g,
             other => panic!("{other:?}"),
@@ -230,7 +201,7 @@ mod tests {
         let give = |node, n| AcquireQuota {
             node,
             asks: vec![],
-            gives: vec![QuotaGive {
+            gives: vec![GiveBack {
                 policy: Name::parse("g").unwrap(),
                 subject: "k".into(),
                 window_start_ms: 60_000,
@@ -262,7 +233,7 @@ mod tests {
                 now += dt / 100;
                 let subject = format!("s{subject}");
                 let op = if is_give {
-                    AcquireQuota { node, asks: vec![], gives: vec![QuotaGive {
+                    AcquireQuota { node, asks: vec![], gives: vec![GiveBack {
                         policy: Name::parse("g").unwrap(), subject, window_start_ms: now - now % 60_000, n }] }
                 } else {
                     ask(node, &subject, n)
