@@ -100,7 +100,7 @@ async fn remind_expiring_keys(cluster: &Cluster) {
             })
         })
         .take(REMIND_KEYS_MAX)
-        .map(|k| k.id.clone())
+        .map(|k| k.id.to_string())
         .collect();
     if due.is_empty() {
         return;

@@ -212,13 +212,13 @@ impl Gateway {
                         .then(|| ParsedKey::parse(raw).ok())
                         .flatten()
                         .map(|k| k.id().to_string())
-                        .filter(|id| policy.keys.contains_key(id));
+                        .filter(|id| policy.keys.contains_key(id.as_str()));
                     return Err(self.auth_failed(policy, client_ip, known.as_deref(), d));
                 }
             },
         };
         if let Some(c) = &caller {
-            facts.key_id = Some(c.key.id.clone());
+            facts.key_id = Some(c.key.id.to_string());
             facts.consumer = Some(c.consumer.name.to_string());
         }
 

@@ -5,6 +5,7 @@
 //! write, so the in-memory view and the `state` column family can never drift apart.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
 use raftgate_proxy::policy::{ApiKey, Consumer, Name, Policy, RateLimitPolicy, Role, Route};
@@ -269,7 +270,21 @@ impl GatewayState {
 
     pub fn put_key(&mut self, k: ApiKey, w: &mut Writes) {
         w.put(format!("{}{}", prefix::KEY, k.id), &k);
-        self.policy.keys.insert(k.id.clone(), k);
+        self.insert_key(k);
+    }
+
+    /// The key's record with its consumer's name shared with the consumer table, so a million
+    /// keys of one consumer hold one copy of the name.
+    fn insert_key(&mut self, mut k: ApiKey) {
+        if let Some((name, _)) = self.policy.consumers.get_key_value(&k.consumer) {
+            k.consumer = name.clone();
+        }
+        self.policy.keys.insert(k.id, Arc::new(k));
+    }
+
+    /// A copy of a key's record, to change and put back.
+    pub fn key(&self, id: &str) -> Option<ApiKey> {
+        self.policy.keys.get(id).map(|k| ApiKey::clone(k))
     }
 
     pub fn put_role(&mut self, r: Role, w: &mut Writes) -> bool {
@@ -468,7 +483,7 @@ impl GatewayState {
                 st.policy.consumers.insert(c.name.clone(), c);
             } else if key.starts_with(prefix::KEY) {
                 let k: ApiKey = decode(&value).map_err(bad)?;
-                st.policy.keys.insert(k.id.clone(), k);
+                st.insert_key(k);
             } else if key.starts_with(prefix::ROLE) {
                 let r: Role = decode(&value).map_err(bad)?;
                 st.policy.roles.insert(r.name.clone(), r);

@@ -1,7 +1,5 @@
 //! openraft's type config for raftgate.
 
-use std::io::Cursor;
-
 use crate::command::{Request, Response};
 
 pub type NodeId = u64;
@@ -13,7 +11,7 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// A random id a node draws when its data dir is created. The cluster records it; a node that

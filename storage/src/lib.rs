@@ -10,6 +10,7 @@
 mod audit_log;
 mod codec;
 mod db;
+pub mod faults;
 mod log_store;
 mod snapshot;
 mod state_machine;

@@ -77,6 +77,7 @@ where
         err: fn(AnyError) -> StorageIOError<C::NodeId>,
     ) -> Result<(), StorageError<C::NodeId>> {
         let bytes = encode(value).map_err(|e| err(AnyError::new(&e)))?;
+        crate::faults::before_synced_write().map_err(|e| err(AnyError::new(&e)))?;
         self.db.put_cf_opt(self.cf_meta(), key, bytes, &synced()).map_err(|e| err(AnyError::new(&e)))?;
         Ok(())
     }
@@ -168,7 +169,8 @@ where
             let bytes = encode(&entry).map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
             batch.put_cf(self.cf_log(), log_key(index), bytes);
         }
-        let result = self.db.write_opt(batch, &synced());
+        let result = crate::faults::before_synced_write()
+            .and_then(|()| self.db.write_opt(batch, &synced()).map_err(|e| std::io::Error::other(e.to_string())));
         // openraft is told the entries are durable only after the synced write returned.
         match result {
             Ok(()) => {
@@ -176,8 +178,9 @@ where
                 Ok(())
             }
             Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(AnyError::new(&e)).into())
+                let err = StorageIOError::write_logs(AnyError::new(&e)).into();
+                callback.log_io_completed(Err(e));
+                Err(err)
             }
         }
     }
@@ -185,6 +188,7 @@ where
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf_log(), &log_key(log_id.index)[..], LOG_KEY_END);
+        crate::faults::before_synced_write().map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         self.db.write_opt(batch, &synced()).map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         Ok(())
     }
@@ -198,6 +202,7 @@ where
             Some(end) => batch.delete_range_cf(self.cf_log(), &log_key(0)[..], &log_key(end)[..]),
             None => batch.delete_range_cf(self.cf_log(), &log_key(0)[..], LOG_KEY_END),
         }
+        crate::faults::before_synced_write().map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         self.db.write_opt(batch, &synced()).map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         Ok(())
     }

@@ -47,7 +47,10 @@ impl SnapshotFile {
 
     pub fn read_header<C: RaftTypeConfig, R: Read>(input: &mut R) -> Result<SnapshotHeader<C>, CodecError> {
         let mut version = [0u8; 1];
-        input.read_exact(&mut version).map_err(|_| CodecError::Empty)?;
+        input.read_exact(&mut version).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => CodecError::Empty,
+            _ => CodecError::Decode(bincode::error::DecodeError::Io { inner: e, additional: 1 }),
+        })?;
         if version[0] != FORMAT_VERSION {
             return Err(CodecError::UnknownVersion { found: version[0] });
         }

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{LogId, StorageError, StoredMembership};
@@ -20,6 +19,7 @@ openraft::declare_raft_types!(
     pub TestConfig:
         D = Set,
         R = Option<String>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// The smallest app that exercises record writes: a string map.
@@ -66,7 +66,6 @@ impl StoreBuilder<TestConfig, RocksLogStore<TestConfig>, RocksStateMachine<TestC
 
 #[test]
 fn openraft_storage_suite() -> Result<(), StorageError<u64>> {
-    let _ = Cursor::new(Vec::<u8>::new());
     Suite::test_all(Builder)?;
     Ok(())
 }

@@ -106,7 +106,7 @@ pub async fn create(
     }
     let generated = GeneratedKey::generate();
     let op = Op::CreateKey(CreateKey {
-        id: generated.id.clone(),
+        id: generated.id,
         digest: generated.digest,
         consumer: name(&b.consumer)?,
         roles: names(b.roles, "roles")?,
@@ -146,7 +146,7 @@ pub async fn create_batch(
         consumer: consumer.clone(),
         roles: names(b.roles, "roles")?,
         expires_in_s: b.expires_in_s,
-        keys: generated.iter().map(|g| (g.id.clone(), g.digest)).collect(),
+        keys: generated.iter().map(|g| (g.id, g.digest)).collect(),
     });
     write(&state, &caller, &headers, op).await?;
     let v = state.cluster.view.load();
@@ -220,7 +220,7 @@ pub async fn rotate(
     let old_id = id_param(&id)?.to_string();
     let grace_s = rotate_grace(&body)?;
     let generated = GeneratedKey::generate();
-    let op = Op::RotateKey(RotateKey { old_id, new_id: generated.id.clone(), new_digest: generated.digest, grace_s });
+    let op = Op::RotateKey(RotateKey { old_id, new_id: generated.id, new_digest: generated.digest, grace_s });
     match write(&state, &caller, &headers, op).await? {
         Outcome::Key(k) if k.id == generated.id => Ok((StatusCode::CREATED, created(&k, &generated.key))),
         Outcome::Key(k) => Err(ApiError::new(
@@ -288,11 +288,11 @@ pub async fn rotate_self(
         },
     )?;
     let grace_s = rotate_grace(&body)?;
-    let old_id = caller.key.id.clone();
+    let old_id = caller.key.id.to_string();
     let generated = GeneratedKey::generate();
     let op = Op::RotateKey(RotateKey {
         old_id: old_id.clone(),
-        new_id: generated.id.clone(),
+        new_id: generated.id,
         new_digest: generated.digest,
         grace_s,
     });

@@ -2,12 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Name;
+use super::{KeyId, Name};
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {
     /// The public id (the 12 characters after `rgk_`).
-    pub id: String,
+    pub id: KeyId,
     /// SHA-256 of the full key.
     pub digest: [u8; 32],
     pub consumer: Name,
@@ -17,7 +17,7 @@ pub struct ApiKey {
     pub expires_at_ms: Option<u64>,
     pub revoked_at_ms: Option<u64>,
     /// Set when the key was rotated: the id of its successor.
-    pub rotated_to: Option<String>,
+    pub rotated_to: Option<KeyId>,
     /// Set when the key was rotated: it keeps working until this time, then stops.
     pub grace_until_ms: Option<u64>,
 }

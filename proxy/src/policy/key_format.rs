@@ -9,6 +9,7 @@
 
 use rand::rngs::OsRng;
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -35,9 +36,85 @@ pub enum KeyFormatError {
     Checksum,
 }
 
+/// A key's public id: the 12 base62 characters after `rgk_`. Held inline (no heap), so the
+/// key table of a million keys costs no allocation per id. Serialised as its string, so the
+/// persisted and JSON forms are those of a plain `String`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeyId([u8; KEY_ID_LEN]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid key id {0:?}: a key id is 12 characters of 0-9, A-Z, a-z")]
+pub struct KeyIdError(pub String);
+
+impl KeyId {
+    pub fn parse(s: &str) -> Result<Self, KeyIdError> {
+        let bytes = s.as_bytes();
+        match <[u8; KEY_ID_LEN]>::try_from(bytes) {
+            Ok(id) if id.iter().all(u8::is_ascii_alphanumeric) => Ok(Self(id)),
+            _ => Err(KeyIdError(s.chars().take(40).collect())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("key ids are ascii")
+    }
+}
+
+/// Lookups by `&str`: byte order of the id equals `str` order, as `Borrow` requires.
+impl std::borrow::Borrow<str> for KeyId {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::ops::Deref for KeyId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl TryFrom<String> for KeyId {
+    type Error = KeyIdError;
+    fn try_from(s: String) -> Result<Self, KeyIdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<KeyId> for String {
+    fn from(id: KeyId) -> String {
+        id.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<str> for KeyId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<String> for KeyId {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
 /// A freshly generated key. The full key leaves the node once, in the creation response.
 pub struct GeneratedKey {
-    pub id: String,
+    pub id: KeyId,
     pub key: String,
     pub digest: [u8; 32],
 }
@@ -94,7 +171,7 @@ pub fn digest_key(full: &str) -> [u8; 32] {
 impl GeneratedKey {
     /// Generates a new key from the OS CSPRNG.
     pub fn generate() -> Self {
-        let id = random_base62(KEY_ID_LEN);
+        let id = KeyId::parse(&random_base62(KEY_ID_LEN)).expect("base62 of the id length");
         let secret = random_base62(KEY_SECRET_LEN);
         let payload = format!("{KEY_PREFIX}{id}{secret}");
         let key = format!("{payload}{}", encode_checksum(crc32fast::hash(payload.as_bytes())));
@@ -138,7 +215,8 @@ mod tests {
         let k = GeneratedKey::generate();
         assert_eq!(k.key.len(), KEY_LEN);
         let parsed = ParsedKey::parse(&k.key).unwrap();
-        assert_eq!(parsed.id(), k.id);
+        assert_eq!(parsed.id(), k.id.as_str());
+        assert_eq!(KeyId::parse(parsed.id()), Ok(k.id));
         assert!(parsed.matches(&k.digest));
         assert!(!format!("{k:?}").contains(&k.key[KEY_PREFIX.len() + KEY_ID_LEN..]));
     }
@@ -154,6 +232,23 @@ mod tests {
         bad[10] = b'-';
         assert_eq!(ParsedKey::parse(std::str::from_utf8(&bad).unwrap()).err(), Some(KeyFormatError::Alphabet));
         assert_eq!(ParsedKey::parse(&format!("rgk_{}", k[4..].to_uppercase())).err(), Some(KeyFormatError::Checksum));
+    }
+
+    #[test]
+    fn key_ids_round_trip_and_reject() {
+        let id = KeyId::parse("AbC123xyz789").unwrap();
+        assert_eq!(id.as_str(), "AbC123xyz789");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"AbC123xyz789\"");
+        assert_eq!(serde_json::from_str::<KeyId>("\"AbC123xyz789\"").unwrap(), id);
+        for bad in ["", "AbC123xyz78", "AbC123xyz7890", "AbC123xyz78-", "AbC123xyz78\u{e9}"] {
+            assert!(KeyId::parse(bad).is_err(), "{bad:?}");
+        }
+        let mut ids: Vec<KeyId> =
+            ["b00000000000", "B00000000000", "a00000000000"].iter().map(|s| KeyId::parse(s).unwrap()).collect();
+        let mut strs: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        strs.sort();
+        ids.sort();
+        assert_eq!(ids.iter().map(|i| i.as_str()).collect::<Vec<_>>(), strs, "id order is str order");
     }
 
     proptest! {

@@ -1,6 +1,7 @@
 //! Names of consumers, roles, routes and rate limits: `[a-z0-9][a-z0-9_.-]{0,63}`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -8,9 +9,11 @@ use serde::{Deserialize, Serialize};
 /// keep keys and logs compact.
 pub const NAME_LEN_MAX: usize = 64;
 
+/// Shared, not copied: a million keys of one consumer hold one allocation of its name (see
+/// `GatewayState::put_key`, which interns it).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Name(String);
+pub struct Name(Arc<str>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid name {0:?}: names are 1 to 64 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit")]
@@ -23,7 +26,7 @@ impl Name {
         let rest_ok =
             bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
         if first_ok && rest_ok && bytes.len() <= NAME_LEN_MAX {
-            Ok(Self(s.to_string()))
+            Ok(Self(Arc::from(s)))
         } else {
             Err(NameError(s.chars().take(80).collect()))
         }
@@ -43,7 +46,14 @@ impl TryFrom<String> for Name {
 
 impl From<Name> for String {
     fn from(n: Name) -> String {
-        n.0
+        n.0.to_string()
+    }
+}
+
+/// Lookups by `&str` in maps keyed by names.
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 

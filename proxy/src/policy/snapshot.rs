@@ -7,8 +7,9 @@
 use imbl::OrdMap;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use super::{ApiKey, AuthGuard, Consumer, Name, RateLimitPolicy, Role, Route};
+use super::{ApiKey, AuthGuard, Consumer, KeyId, Name, RateLimitPolicy, Role, Route};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -17,8 +18,10 @@ pub struct Policy {
     /// Leader-stamped time of the last applied command: the cluster's agreed "now" at `version`.
     pub time_ms: u64,
     pub consumers: OrdMap<Name, Consumer>,
-    /// By public key id.
-    pub keys: OrdMap<String, ApiKey>,
+    /// By public key id. Each record sits behind an `Arc`: a B-tree leaf then holds 16
+    /// pointers rather than 16 records, so copy-on-write after a change copies little and a
+    /// sparsely filled leaf wastes little (see docs/ARCHITECTURE.md, "memory").
+    pub keys: OrdMap<KeyId, Arc<ApiKey>>,
     pub roles: OrdMap<Name, Role>,
     pub routes: OrdMap<Name, Route>,
     pub rate_limits: OrdMap<Name, RateLimitPolicy>,

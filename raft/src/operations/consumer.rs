@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use raftgate_proxy::policy::{Consumer, Name};
+use raftgate_proxy::policy::{ApiKey, Consumer, Name};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{OpError, Outcome};
@@ -44,8 +44,13 @@ impl DeleteConsumer {
         if st.delete_consumer(&self.name, w).is_none() {
             return Err(OpError::not_found(format!("consumer {} does not exist", self.name)));
         }
-        let owned: Vec<_> =
-            st.policy.keys.values().filter(|k| k.consumer == self.name && k.revoked_at_ms.is_none()).cloned().collect();
+        let owned: Vec<_> = st
+            .policy
+            .keys
+            .values()
+            .filter(|k| k.consumer == self.name && k.revoked_at_ms.is_none())
+            .map(|k| ApiKey::clone(k))
+            .collect();
         for mut k in owned {
             k.revoked_at_ms = Some(now_ms);
             st.put_key(k, w);

@@ -1,7 +1,7 @@
 //! Issue an API key. The node that received the request generated the key; only its id and
 //! digest are in the log.
 
-use raftgate_proxy::policy::{ApiKey, Name};
+use raftgate_proxy::policy::{ApiKey, KeyId, Name};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{OpError, Outcome};
@@ -9,7 +9,7 @@ use crate::state::{GatewayState, Writes};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateKey {
-    pub id: String,
+    pub id: KeyId,
     pub digest: [u8; 32],
     pub consumer: Name,
     pub roles: Vec<Name>,
@@ -26,7 +26,7 @@ impl CreateKey {
             return Err(OpError::conflict("key id collision; retry"));
         }
         let key = ApiKey {
-            id: self.id.clone(),
+            id: self.id,
             digest: self.digest,
             consumer: self.consumer.clone(),
             roles: self.roles.clone(),

@@ -1,7 +1,7 @@
 //! Issue many API keys of one consumer in one log entry: bulk provisioning at one fsync per
 //! batch instead of one per key.
 
-use raftgate_proxy::policy::{ApiKey, Name};
+use raftgate_proxy::policy::{ApiKey, KeyId, Name};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{OpError, Outcome};
@@ -16,7 +16,7 @@ pub struct CreateKeys {
     pub roles: Vec<Name>,
     pub expires_in_s: Option<u64>,
     /// `(id, digest)` of each generated key.
-    pub keys: Vec<(String, [u8; 32])>,
+    pub keys: Vec<(KeyId, [u8; 32])>,
 }
 
 impl CreateKeys {
@@ -35,7 +35,7 @@ impl CreateKeys {
         for (id, digest) in &self.keys {
             st.put_key(
                 ApiKey {
-                    id: id.clone(),
+                    id: *id,
                     digest: *digest,
                     consumer: self.consumer.clone(),
                     roles: self.roles.clone(),

@@ -88,7 +88,9 @@ impl ReportAuthFailures {
                     AlertEvent::FailedAuth { ip: *ip, failures, window_start_ms, window_ms, blocked_until_ms }
                 }
                 Offender::Key(key_id) => {
-                    let Some(consumer) = st.policy.keys.get(key_id).map(|k| k.consumer.clone()) else { continue };
+                    let Some(consumer) = st.policy.keys.get(key_id.as_str()).map(|k| k.consumer.clone()) else {
+                        continue;
+                    };
                     AlertEvent::FailedAuthKey { key_id: key_id.clone(), consumer, failures, window_start_ms, window_ms }
                 }
             };
@@ -119,7 +121,7 @@ impl RemindKeyExpiry {
         let rules: Vec<_> =
             st.alert_rules.values().filter_map(|r| r.key_expiry_s.map(|s| (r.name.clone(), s))).collect();
         for key_id in &self.key_ids {
-            let Some(k) = st.policy.keys.get(key_id).cloned() else { continue };
+            let Some(k) = st.policy.keys.get(key_id.as_str()).cloned() else { continue };
             let Some(expires_at_ms) = k.expires_at_ms else { continue };
             if k.revoked_at_ms.is_some() || k.rotated_to.is_some() || expires_at_ms <= now_ms {
                 continue;

@@ -12,7 +12,7 @@ pub struct RevokeKey {
 
 impl RevokeKey {
     pub fn apply(&self, st: &mut GatewayState, now_ms: u64, w: &mut Writes) -> Result<Outcome, OpError> {
-        let Some(mut key) = st.policy.keys.get(&self.id).cloned() else {
+        let Some(mut key) = st.key(&self.id) else {
             return Err(OpError::not_found(format!("key {} does not exist", self.id)));
         };
         if key.revoked_at_ms.is_none() {

@@ -1,6 +1,6 @@
 //! Rotate an API key: issue a successor and let the old key work until its grace period ends.
 
-use raftgate_proxy::policy::{ApiKey, KeyState};
+use raftgate_proxy::policy::{ApiKey, KeyId, KeyState};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{OpError, Outcome};
@@ -13,14 +13,14 @@ pub const GRACE_S_MAX: u64 = 30 * 24 * 3600;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RotateKey {
     pub old_id: String,
-    pub new_id: String,
+    pub new_id: KeyId,
     pub new_digest: [u8; 32],
     pub grace_s: u64,
 }
 
 impl RotateKey {
     pub fn apply(&self, st: &mut GatewayState, now_ms: u64, w: &mut Writes) -> Result<Outcome, OpError> {
-        let Some(mut old) = st.policy.keys.get(&self.old_id).cloned() else {
+        let Some(mut old) = st.key(&self.old_id) else {
             return Err(OpError::not_found(format!("key {} does not exist", self.old_id)));
         };
         match old.state_at(now_ms) {
@@ -31,7 +31,7 @@ impl RotateKey {
             return Err(OpError::conflict("key id collision; retry"));
         }
         let new = ApiKey {
-            id: self.new_id.clone(),
+            id: self.new_id,
             digest: self.new_digest,
             consumer: old.consumer.clone(),
             roles: old.roles.clone(),
@@ -41,7 +41,7 @@ impl RotateKey {
             rotated_to: None,
             grace_until_ms: None,
         };
-        old.rotated_to = Some(self.new_id.clone());
+        old.rotated_to = Some(self.new_id);
         old.grace_until_ms = Some(now_ms.saturating_add(self.grace_s.min(GRACE_S_MAX) * 1000));
         st.put_key(old, w);
         st.put_key(new.clone(), w);
