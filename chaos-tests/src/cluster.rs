@@ -180,7 +180,7 @@ impl TestCluster {
 
     /// Waits until every node answers an authenticated linearizable read and has registered
     /// its data dir with the cluster (so later state comparisons see a settled registry).
-    async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let all: Vec<u64> = self.nodes.keys().copied().collect();
         for id in self.nodes.keys() {

@@ -3,8 +3,14 @@
 //! Every node advertises a proxy port instead of its Raft port; the proxy forwards to the real
 //! port. Each node sends from its own loopback address (127.0.0.(10+id), via `raft_source_ip`),
 //! so the proxy knows the sender of every connection and can apply the state of the directed
-//! link sender → receiver: pass, cut (refuse and sever), or delay. Partitions (minority,
-//! majority, leader isolated, asymmetric, bridge) are sets of cut links.
+//! link sender → receiver: pass, cut (refuse and sever), delay, or degrade (delay with jitter,
+//! loss, resets). Partitions (minority, majority, leader isolated, asymmetric, bridge) are sets
+//! of cut links.
+//!
+//! Loss on a TCP relay: a lost segment is retransmitted by TCP after its retransmission timeout,
+//! so "loss" here holds a chunk back by [`RETRANSMIT_DELAY`] with the given probability. A reset
+//! severs the connection, as a middlebox or a crashed NAT entry would. The randomness of a
+//! degraded link comes from its seed, so a scenario's fault schedule replays from its seed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -35,7 +41,22 @@ pub enum Link {
     Cut,
     /// Every chunk of bytes waits this long before it is passed on.
     Delay(Duration),
+    Degraded(Degradation),
 }
+
+/// A bad link: each chunk waits `delay` plus a uniform `[0, jitter)`; with `loss_permille` it
+/// waits a retransmission timeout more; with `reset_permille` the connection is severed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Degradation {
+    pub delay: Duration,
+    pub jitter: Duration,
+    pub loss_permille: u32,
+    pub reset_permille: u32,
+    pub seed: u64,
+}
+
+/// What a lost segment costs on loopback TCP: Linux's minimum retransmission timeout.
+pub const RETRANSMIT_DELAY: Duration = Duration::from_millis(200);
 
 #[derive(Default)]
 struct State {
@@ -91,6 +112,34 @@ impl FaultNet {
 
     pub fn delay(&self, from: u64, to: u64, d: Duration) {
         self.set(from, to, Link::Delay(d));
+        self.changed();
+    }
+
+    /// Degrades the directed link `from → to`.
+    pub fn degrade(&self, from: u64, to: u64, d: Degradation) {
+        self.set(from, to, Link::Degraded(Degradation { seed: d.seed ^ (from << 32) ^ to, ..d }));
+        self.changed();
+    }
+
+    /// Degrades every link between the given nodes, both ways.
+    pub fn degrade_all(&self, ids: &[u64], d: Degradation) {
+        for &a in ids {
+            for &b in ids.iter().filter(|b| **b != a) {
+                self.set(a, b, Link::Degraded(Degradation { seed: d.seed ^ (a << 32) ^ b, ..d }));
+            }
+        }
+        self.changed();
+    }
+
+    /// A bridge partition: `left` and `right` cannot talk to each other; nodes in neither (the
+    /// bridge) still talk to both sides.
+    pub fn bridge(&self, left: &[u64], right: &[u64]) {
+        for &l in left {
+            for &r in right {
+                self.set(l, r, Link::Cut);
+                self.set(r, l, Link::Cut);
+            }
+        }
         self.changed();
     }
 
@@ -160,10 +209,13 @@ async fn relay(
     let Ok(outbound) = TcpStream::connect(real).await else { return };
     let (mut ri, mut wi) = inbound.into_split();
     let (mut ro, mut wo) = outbound.into_split();
+    // Each direction draws its own random numbers; the connection count keeps two connections
+    // of one link from drawing the same sequence.
+    let salt = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let st = state.clone();
-    let up = async move { pump(&mut ri, &mut wo, &st, from, to).await };
+    let up = async move { pump(&mut ri, &mut wo, &st, from, to, salt << 1).await };
     let st = state.clone();
-    let down = async move { pump(&mut ro, &mut wi, &st, from, to).await };
+    let down = async move { pump(&mut ro, &mut wi, &st, from, to, (salt << 1) | 1).await };
     tokio::select! {
         _ = up => {}
         _ = down => {}
@@ -176,15 +228,20 @@ async fn relay(
     }
 }
 
+static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn pump(
     r: &mut tokio::net::tcp::OwnedReadHalf,
     w: &mut tokio::net::tcp::OwnedWriteHalf,
     state: &Mutex<State>,
     from: Option<u64>,
     to: u64,
+    salt: u64,
 ) {
+    use rand::{Rng, SeedableRng};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 64 * 1024];
+    let mut rng: Option<(u64, rand::rngs::StdRng)> = None;
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,
@@ -193,6 +250,23 @@ async fn pump(
         match link(state, from, to) {
             Link::Cut => return,
             Link::Delay(d) => tokio::time::sleep(d).await,
+            Link::Degraded(d) => {
+                let rng = match &mut rng {
+                    Some((seed, rng)) if *seed == d.seed => rng,
+                    _ => &mut rng.insert((d.seed, rand::rngs::StdRng::seed_from_u64(d.seed ^ salt.rotate_left(17)))).1,
+                };
+                if rng.gen_range(0..1000) < d.reset_permille {
+                    return; // both halves are dropped: the peer sees the connection reset
+                }
+                let mut wait = d.delay;
+                if !d.jitter.is_zero() {
+                    wait += Duration::from_micros(rng.gen_range(0..d.jitter.as_micros() as u64));
+                }
+                if rng.gen_range(0..1000) < d.loss_permille {
+                    wait += RETRANSMIT_DELAY;
+                }
+                tokio::time::sleep(wait).await;
+            }
             Link::Pass => {}
         }
         if w.write_all(&buf[..n]).await.is_err() {

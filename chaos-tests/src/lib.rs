@@ -1,6 +1,7 @@
 //! The multi-process test harness: real `raftgate` node processes on loopback ports, each with
 //! its own data dir, driven through their admin APIs and killed, paused and restarted with
-//! signals. Tests in `tests/` use it; it will grow the fault-injecting proxy and the checkers.
+//! signals, with a fault-injecting network (`faultnet`), disk faults, a recorded workload and
+//! its checkers (`scenario`, `linearizability`), and the fault matrix (`matrix`).
 //!
 //! Every wait here is bounded: a test that cannot reach its condition fails with the nodes'
 //! logs instead of hanging.
@@ -9,6 +10,7 @@ pub mod cluster;
 pub mod faultnet;
 pub mod fixture;
 pub mod linearizability;
+pub mod matrix;
 pub mod node;
 pub mod raw;
 pub mod scenario;

@@ -38,6 +38,10 @@ pub struct NodeProc {
     args: Vec<String>,
     child: Option<Child>,
     paused: bool,
+    /// The node's disk-fault file (`RAFTGATE_DISK_FAULTS`, see `raftgate_storage::faults`).
+    pub fault_file: PathBuf,
+    /// The data dir is a small tmpfs this harness mounted (unmounted on drop).
+    small_disk: bool,
 }
 
 impl NodeProc {
@@ -52,6 +56,8 @@ impl NodeProc {
             args: Vec::new(),
             child: None,
             paused: false,
+            fault_file: root.join(format!("node{id}.disk-faults")),
+            small_disk: false,
         }
     }
 
@@ -88,11 +94,16 @@ impl NodeProc {
     }
 
     fn spawn(&mut self) {
+        // A process that exited on its own (fail-stop) may be started again.
+        if self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+            self.child = None;
+        }
         assert!(self.child.is_none(), "node {} is already running", self.id);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open node log");
         let child = Command::new(raftgate_bin())
             .args(&self.args)
             .env("RAFTGATE_LOG", "info,openraft=warn")
+            .env("RAFTGATE_DISK_FAULTS", &self.fault_file)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -176,6 +187,54 @@ impl NodeProc {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 
+    /// Makes every synced write of this node fail or slow down: `"eio"`, `"enospc"`,
+    /// `"delay <ms>"`, or `""` for none. Takes effect at the node's next synced write.
+    pub fn set_disk_fault(&self, fault: &str) {
+        std::fs::write(&self.fault_file, fault).expect("write disk-fault file");
+    }
+
+    /// Moves the (stopped) node's data dir onto a tmpfs of `bytes`, a real small disk that
+    /// fills up. Needs root (mount); returns an error otherwise.
+    pub fn move_to_small_disk(&mut self, bytes: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "stop node {} before moving its data dir", self.id);
+        let old = self.data_dir.with_extension("before-small-disk");
+        std::fs::rename(&self.data_dir, &old)?;
+        std::fs::create_dir_all(&self.data_dir)?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&self.data_dir)
+            .status()?;
+        if !mounted.success() {
+            std::fs::remove_dir(&self.data_dir)?;
+            std::fs::rename(&old, &self.data_dir)?;
+            anyhow::bail!("mount -t tmpfs failed (needs root)");
+        }
+        self.small_disk = true;
+        let copied = Command::new("cp").arg("-a").arg(format!("{}/.", old.display())).arg(&self.data_dir).status()?;
+        anyhow::ensure!(copied.success(), "copying the data dir onto the small disk failed");
+        std::fs::remove_dir_all(&old)?;
+        Ok(())
+    }
+
+    /// Fills the node's disk with a filler file until the filesystem refuses more.
+    pub fn fill_disk(&self) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.data_dir.join("filler")).expect("create filler");
+        let chunk = vec![0u8; 64 * 1024];
+        let mut written = 0u64;
+        // Bounded by the filesystem's size; tmpfs says ENOSPC when it is full.
+        while f.write_all(&chunk).is_ok() {
+            written += chunk.len() as u64;
+        }
+        let _ = f.flush();
+        written
+    }
+
+    /// Removes the filler: the disk has room again.
+    pub fn free_disk(&self) {
+        let _ = std::fs::remove_file(self.data_dir.join("filler"));
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
@@ -186,5 +245,8 @@ impl NodeProc {
 impl Drop for NodeProc {
     fn drop(&mut self) {
         self.kill();
+        if self.small_disk {
+            let _ = Command::new("umount").arg(&self.data_dir).status();
+        }
     }
 }

@@ -31,6 +31,10 @@ pub struct Scenario {
 impl Scenario {
     pub fn new(name: &str) -> Self {
         let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+        Self::with_seed(name, seed)
+    }
+
+    pub fn with_seed(name: &str, seed: u64) -> Self {
         println!("scenario {name}: seed {seed} (replay with CHAOS_SEED={seed})");
         Self {
             name: name.to_string(),
@@ -39,6 +43,11 @@ impl Scenario {
             results: Vec::new(),
             figures: BTreeMap::new(),
         }
+    }
+
+    /// A number drawn from the seed (for seeding degraded links, shuffles).
+    pub fn rng_u64(&mut self) -> u64 {
+        self.rng.gen()
     }
 
     /// A node chosen by the seed among `ids`.
@@ -122,6 +131,16 @@ impl Observer {
             }
         });
         Self { samples, task }
+    }
+
+    /// The terms in which some node was seen leading, so far.
+    pub fn leader_terms(&self) -> BTreeSet<u64> {
+        self.samples.lock().expect("lock").iter().filter(|s| s.state == "Leader").map(|s| s.term).collect()
+    }
+
+    /// The highest term any node reported, so far.
+    pub fn max_term(&self) -> u64 {
+        self.samples.lock().expect("lock").iter().map(|s| s.term).max().unwrap_or(0)
     }
 
     /// Checks: at most one leader per term; per node, term and applied index never go back

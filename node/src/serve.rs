@@ -47,6 +47,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (incarnation, fresh) = identity::load_or_create(&config.data_dir, config.id)?;
     let bootstrap_token = bootstrap_token(&config, fresh)?;
 
+    if let Some(file) = raftgate_storage::faults::enabled() {
+        tracing::warn!(file = %file.display(), "disk-fault injection is on (RAFTGATE_DISK_FAULTS): for chaos tests only");
+    }
     let db = raftgate_storage::open(&config.data_dir.join("db"))?;
     let log_store = RocksLogStore::new(db.clone());
     let app = GatewayApp::new();
@@ -156,7 +159,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "raftgate node started"
     );
 
-    wait_for_signal().await;
+    tokio::select! {
+        () = wait_for_signal() => {}
+        reason = raft_stopped(&raft) => {
+            // Fail-stop: a node that cannot persist (disk full, fsync failed) must not go on
+            // answering as if it could. Its supervisor restarts it; it recovers from what is on
+            // disk, or fails again at once while the disk is still bad.
+            tracing::error!(%reason, "Raft stopped on an error; this node stops (fail-stop)");
+            std::process::exit(4);
+        }
+    }
     tracing::info!("shutting down: draining listeners");
     let _ = shutdown_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -184,6 +196,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop(cluster);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves when the Raft core stops on a fatal error (a storage write failed, a panic in the
+/// core), with the reason.
+async fn raft_stopped(raft: &openraft::Raft<raftgate_raft::TypeConfig>) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(e) = &metrics.borrow().running_state {
+            return e.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "the Raft core ended".to_string();
+        }
+    }
 }
 
 /// The bootstrap admin token's digest, if this start needs one. A fresh multi-node data dir
