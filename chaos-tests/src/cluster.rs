@@ -153,6 +153,17 @@ impl TestCluster {
     }
 
     /// The leader as the running nodes agree on it (a majority of answers naming the same one).
+    /// The highest term any node reports now (for counting elections from here on).
+    pub async fn max_term(&self) -> u64 {
+        let mut term = 0;
+        for id in self.nodes.keys() {
+            if let Some(h) = self.health(*id).await {
+                term = term.max(h["term"].as_u64().unwrap_or(0));
+            }
+        }
+        term
+    }
+
     pub async fn leader(&self) -> Option<u64> {
         let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
         for id in self.nodes.keys() {

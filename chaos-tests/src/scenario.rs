@@ -138,11 +138,6 @@ impl Observer {
         self.samples.lock().expect("lock").iter().filter(|s| s.state == "Leader").map(|s| s.term).collect()
     }
 
-    /// The highest term any node reported, so far.
-    pub fn max_term(&self) -> u64 {
-        self.samples.lock().expect("lock").iter().map(|s| s.term).max().unwrap_or(0)
-    }
-
     /// Checks: at most one leader per term; per node, term and applied index never go back
     /// (`restarted` nodes may restart their count from disk, which must still not go back).
     pub fn check(self, sc: &mut Scenario) {

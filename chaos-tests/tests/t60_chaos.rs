@@ -109,3 +109,8 @@ async fn sync_failure_on_leader() {
 async fn slow_disk() {
     disk::slow_disk().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_durability_boundaries() {
+    disk::crash_at_durability_boundaries().await;
+}

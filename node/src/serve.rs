@@ -136,6 +136,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let lease = tokio::spawn(raftgate_raft::lease::run(cluster.clone(), fresh.clone(), staleness, shutdown_rx.clone()));
+    let prevote = tokio::spawn(raftgate_raft::prevote::run(cluster.clone(), shutdown_rx.clone()));
     let duties_done = Arc::new(AtomicBool::new(false));
     let admin_state = admin::AdminState {
         cluster: cluster.clone(),
@@ -177,6 +178,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = duties.await;
         let _ = housekeeping.await;
         let _ = lease.await;
+        let _ = prevote.await;
         let _ = quota.await;
         let _ = alerts.await;
     })

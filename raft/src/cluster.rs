@@ -61,11 +61,27 @@ pub struct Cluster {
     clock: Clock,
     /// One membership change at a time on this node (openraft refuses overlapping ones).
     membership_lock: tokio::sync::Mutex<()>,
+    /// When this node last accepted an AppendEntries from a leader (for pre-vote).
+    pub leader_contact: crate::prevote::LeaderContact,
 }
 
 impl Cluster {
     pub fn new(id: NodeId, incarnation: Incarnation, raft: Raft, view: StateView, rpc: PeerRpc) -> Self {
-        Self { id, incarnation, raft, view, rpc, clock: Clock::default(), membership_lock: Default::default() }
+        Self {
+            id,
+            incarnation,
+            raft,
+            view,
+            rpc,
+            clock: Clock::default(),
+            membership_lock: Default::default(),
+            leader_contact: Default::default(),
+        }
+    }
+
+    /// openraft's settings (timeouts) this node runs with.
+    pub fn raft_config(&self) -> std::sync::Arc<openraft::Config> {
+        self.raft.config().clone()
     }
 
     /// The node-to-node client, for calls that other crates add to the Raft listener.

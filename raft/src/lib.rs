@@ -15,6 +15,7 @@ pub mod command;
 pub mod lease;
 pub mod network;
 pub mod operations;
+pub mod prevote;
 pub mod quota;
 pub mod state;
 mod types;

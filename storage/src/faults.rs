@@ -8,7 +8,11 @@
 //! - empty or missing: no fault;
 //! - `eio`: every synced write fails with EIO, as a failing fsync does;
 //! - `enospc`: every synced write fails with ENOSPC;
-//! - `delay <ms>`: every synced write takes that much longer, as on a slow disk.
+//! - `delay <ms>`: every synced write takes that much longer, as on a slow disk;
+//! - `crash-before <point>` or `crash-after <point>`: the process aborts (no cleanup, as a
+//!   power cut or SIGKILL would leave it) just before or just after the write at `point`:
+//!   `append`, `vote`, `committed`, `truncate`, `purge` (synced), `apply` (a state
+//!   machine batch), `install` (a snapshot install).
 //!
 //! A slow write blocks the calling thread, exactly as RocksDB's own synced write does.
 
@@ -28,11 +32,44 @@ pub fn enabled() -> Option<&'static std::path::Path> {
     fault_file().map(PathBuf::as_path)
 }
 
+/// A place where storage writes: the crash points, and whether the write is synced (only
+/// synced writes fail or slow down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Point {
+    Append,
+    Vote,
+    Committed,
+    Truncate,
+    Purge,
+    Apply,
+    Install,
+}
+
+impl Point {
+    fn name(self) -> &'static str {
+        match self {
+            Point::Append => "append",
+            Point::Vote => "vote",
+            Point::Committed => "committed",
+            Point::Truncate => "truncate",
+            Point::Purge => "purge",
+            Point::Apply => "apply",
+            Point::Install => "install",
+        }
+    }
+
+    fn synced(self) -> bool {
+        self != Point::Apply
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Fault {
     Eio,
     Enospc,
     Delay(Duration),
+    CrashBefore(String),
+    CrashAfter(String),
 }
 
 fn parse(text: &str) -> Option<Fault> {
@@ -41,21 +78,44 @@ fn parse(text: &str) -> Option<Fault> {
         "eio" => Some(Fault::Eio),
         "enospc" => Some(Fault::Enospc),
         "delay" => words.next()?.parse().ok().map(|ms| Fault::Delay(Duration::from_millis(ms))),
+        "crash-before" => words.next().map(|p| Fault::CrashBefore(p.to_string())),
+        "crash-after" => words.next().map(|p| Fault::CrashAfter(p.to_string())),
         _ => None,
     }
 }
 
-/// Called before every synced write; fails or slows it if a fault is set.
-pub(crate) fn before_synced_write() -> Result<(), std::io::Error> {
-    let Some(file) = fault_file() else { return Ok(()) };
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    match parse(&text) {
+fn current() -> Option<Fault> {
+    let file = fault_file()?;
+    parse(&std::fs::read_to_string(file).unwrap_or_default())
+}
+
+fn crash(when: &str, point: Point) -> ! {
+    eprintln!("raftgate: injected crash {when} {} (RAFTGATE_DISK_FAULTS)", point.name());
+    std::process::abort()
+}
+
+/// Called before the write at `point`: fails or slows a synced write, or crashes, if the fault
+/// file says so.
+pub(crate) fn before(point: Point) -> Result<(), std::io::Error> {
+    match current() {
         None => Ok(()),
-        Some(Fault::Eio) => Err(std::io::Error::from_raw_os_error(5)),
-        Some(Fault::Enospc) => Err(std::io::Error::from_raw_os_error(28)),
-        Some(Fault::Delay(d)) => {
+        Some(Fault::CrashBefore(p)) if p == point.name() => crash("before", point),
+        Some(Fault::Eio) if point.synced() => Err(std::io::Error::from_raw_os_error(5)),
+        Some(Fault::Enospc) if point.synced() => Err(std::io::Error::from_raw_os_error(28)),
+        Some(Fault::Delay(d)) if point.synced() => {
             std::thread::sleep(d);
             Ok(())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Called after the write at `point` returned, before anyone is told: crashes if the fault
+/// file says so.
+pub(crate) fn after(point: Point) {
+    if let Some(Fault::CrashAfter(p)) = current() {
+        if p == point.name() {
+            crash("after", point);
         }
     }
 }
@@ -72,5 +132,7 @@ mod tests {
         assert_eq!(parse("delay 200"), Some(Fault::Delay(Duration::from_millis(200))));
         assert_eq!(parse("delay"), None);
         assert_eq!(parse("nonsense"), None);
+        assert_eq!(parse("crash-after append"), Some(Fault::CrashAfter("append".into())));
+        assert_eq!(parse("crash-before"), None);
     }
 }

@@ -15,6 +15,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::codec::{decode, encode};
 use crate::db::{CF_LOG, CF_META};
+use crate::faults::{self, Point};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -74,11 +75,13 @@ where
         &self,
         key: &[u8],
         value: &T,
+        point: Point,
         err: fn(AnyError) -> StorageIOError<C::NodeId>,
     ) -> Result<(), StorageError<C::NodeId>> {
         let bytes = encode(value).map_err(|e| err(AnyError::new(&e)))?;
-        crate::faults::before_synced_write().map_err(|e| err(AnyError::new(&e)))?;
+        faults::before(point).map_err(|e| err(AnyError::new(&e)))?;
         self.db.put_cf_opt(self.cf_meta(), key, bytes, &synced()).map_err(|e| err(AnyError::new(&e)))?;
+        faults::after(point);
         Ok(())
     }
 
@@ -141,7 +144,7 @@ where
     }
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        self.put_meta_synced(KEY_VOTE, vote, StorageIOError::write_vote)
+        self.put_meta_synced(KEY_VOTE, vote, Point::Vote, StorageIOError::write_vote)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
@@ -151,7 +154,7 @@ where
     async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> Result<(), StorageError<C::NodeId>> {
         // Synced like the rest: it is one small write per commit advance, and a committed id that
         // survives a crash lets the node re-apply up to it at once on restart.
-        self.put_meta_synced(KEY_COMMITTED, &committed, StorageIOError::write)
+        self.put_meta_synced(KEY_COMMITTED, &committed, Point::Committed, StorageIOError::write)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
@@ -169,8 +172,11 @@ where
             let bytes = encode(&entry).map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
             batch.put_cf(self.cf_log(), log_key(index), bytes);
         }
-        let result = crate::faults::before_synced_write()
+        let result = faults::before(Point::Append)
             .and_then(|()| self.db.write_opt(batch, &synced()).map_err(|e| std::io::Error::other(e.to_string())));
+        if result.is_ok() {
+            faults::after(Point::Append);
+        }
         // openraft is told the entries are durable only after the synced write returned.
         match result {
             Ok(()) => {
@@ -188,21 +194,22 @@ where
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf_log(), &log_key(log_id.index)[..], LOG_KEY_END);
-        crate::faults::before_synced_write().map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        faults::before(Point::Truncate).map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         self.db.write_opt(batch, &synced()).map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        faults::after(Point::Truncate);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
         // Persist the purge point first: a crash between the two writes leaves entries that are
         // already below `last_purged`, which is harmless, never a hole openraft does not know of.
-        self.put_meta_synced(KEY_LAST_PURGED, &log_id, StorageIOError::write_logs)?;
+        self.put_meta_synced(KEY_LAST_PURGED, &log_id, Point::Purge, StorageIOError::write_logs)?;
         let mut batch = WriteBatch::default();
         match log_id.index.checked_add(1) {
             Some(end) => batch.delete_range_cf(self.cf_log(), &log_key(0)[..], &log_key(end)[..]),
             None => batch.delete_range_cf(self.cf_log(), &log_key(0)[..], LOG_KEY_END),
         }
-        crate::faults::before_synced_write().map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        faults::before(Point::Purge).map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         self.db.write_opt(batch, &synced()).map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         Ok(())
     }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
 use crate::db::{CF_SM_META, CF_STATE};
+use crate::faults::{self, Point};
 use crate::snapshot::{SnapshotFile, SnapshotHeader};
 
 /// Record writes produced by applying entries: `(key, Some(value))` puts, `(key, None)` deletes.
@@ -320,7 +321,9 @@ where
         // a later synced write. This saves one fsync per applied batch on every node.
         // If the write fails the app's memory is ahead of the disk; the error is fatal to
         // openraft, which stops the node rather than serve or acknowledge unpersisted state.
+        faults::before(Point::Apply).map_err(sm_err)?;
         self.db.write(batch).map_err(sm_err)?;
+        faults::after(Point::Apply);
         self.meta = meta;
         self.app.applied(self.meta.last_applied.clone(), &self.meta.last_membership);
         Ok(responses)
@@ -372,8 +375,9 @@ where
             }
             // One batch replaces everything: the old records, the new records and the
             // metadata, so a crash mid-install leaves either the old state or the new one.
-            crate::faults::before_synced_write().map_err(snap_err)?;
+            faults::before(Point::Install).map_err(snap_err)?;
             db.write_opt(batch, &synced()).map_err(snap_err)?;
+            faults::after(Point::Install);
             // The received file becomes this node's current snapshot, to send on if it leads.
             keep_received_snapshot(&dir, &mut received)
         })

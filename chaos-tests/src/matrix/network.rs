@@ -31,7 +31,7 @@ pub async fn packet_loss() {
     let ids = c.ids();
     let w = Workload::start(&c, "pl");
     tokio::time::sleep(sc.jitter(Duration::from_millis(200), Duration::from_millis(600))).await;
-    let term_before = obs.max_term();
+    let term_before = c.max_term().await;
     let seed = sc.rng_u64();
     c.net().degrade_all(
         &ids,
@@ -130,15 +130,18 @@ pub async fn one_way_leader_to_follower() {
     let followers: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
     let deaf = sc.pick(&followers);
     let w = Workload::start(&c, "owr");
-    let term_before = obs.max_term();
+    let term_before = c.max_term().await;
     c.net().cut(leader, deaf);
-    let (ok, tries) = probe_writes(&c, &ids, "owr", Duration::from_secs(6)).await;
+    // A write through the deaf node is forwarded and committed, but that node cannot apply it
+    // (it hears nothing from the leader), so it cannot answer 2xx: probe through the others.
+    let live: Vec<u64> = ids.iter().copied().filter(|i| *i != deaf).collect();
+    let (ok, tries) = probe_writes(&c, &live, "owr", Duration::from_secs(6)).await;
     let elections = elections_since(&obs, term_before);
     c.net().heal();
     sc.figure("probe_writes", json!({ "ok": ok, "tries": tries }));
     sc.figure("elections_during_cut", json!(elections));
     sc.check("the cluster stays writable", ok * 10 >= tries * 7, format!("{ok} of {tries} probes written within 2 s"));
-    sc.check("no election storm", elections <= 6, format!("{elections} elections in 6 s"));
+    sc.check("no election storm", elections <= 1, format!("{elections} elections in 6 s"));
     let t = time_to_write(&c, &ids, "owr-healed", Duration::from_secs(10)).await;
     sc.check("writable again after heal within the bound", t.is_some_and(|t| t <= RECOVERY_BOUND), format!("{t:?}"));
     settle(sc, &c, w, obs).await;
@@ -156,7 +159,7 @@ pub async fn one_way_follower_mute() {
     let mute = sc.pick(&followers);
     let w = Workload::start(&c, "ows");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let term_before = obs.max_term();
+    let term_before = c.max_term().await;
     for &other in ids.iter().filter(|i| **i != mute) {
         c.net().cut(mute, other);
     }

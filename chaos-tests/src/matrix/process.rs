@@ -20,7 +20,7 @@ pub async fn follower_paused_then_resumed() {
     let frozen = sc.pick(&followers);
     let w = Workload::start(&c, "fp");
     tokio::time::sleep(sc.jitter(Duration::from_millis(200), Duration::from_millis(600))).await;
-    let term_before = obs.max_term();
+    let term_before = c.max_term().await;
     c.node(frozen).pause();
     let live: Vec<u64> = ids.iter().copied().filter(|i| *i != frozen).collect();
     let t = time_to_write(&c, &live, "fp-live", Duration::from_secs(3)).await;
@@ -44,7 +44,7 @@ pub async fn rolling_restart() {
     let leader = c.wait_leader(Duration::from_secs(10)).await.expect("a leader");
     let mut order: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
     order.push(leader);
-    let term_before = obs.max_term();
+    let term_before = c.max_term().await;
     let mut outages = Vec::new();
     for id in order {
         let status = c.node(id).stop();

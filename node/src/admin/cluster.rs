@@ -29,7 +29,15 @@ pub async fn health(State(state): State<AdminState>) -> Json<Value> {
     }))
 }
 
-pub async fn show(State(state): State<AdminState>, _c: AdminCaller, Query(_q): Query<ReadQuery>) -> Json<Value> {
+pub async fn show(
+    State(state): State<AdminState>,
+    _c: AdminCaller,
+    Query(q): Query<ReadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    // Like every read: linearizable unless asked otherwise, so a membership change that
+    // returned is in the answer of every node (`?consistency=stale` answers from this node's
+    // view at once, also while there is no quorum).
+    super::body::read_barrier(&state, &q).await?;
     let members: Vec<Value> = state
         .cluster
         .members()
@@ -47,7 +55,7 @@ pub async fn show(State(state): State<AdminState>, _c: AdminCaller, Query(_q): Q
         })
         .collect();
     let s = state.cluster.status();
-    Json(json!({ "leader_id": s.leader_id, "term": s.term, "members": members }))
+    Ok(Json(json!({ "leader_id": s.leader_id, "term": s.term, "members": members })))
 }
 
 #[derive(Deserialize)]

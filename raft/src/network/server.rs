@@ -29,6 +29,7 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route(path::READ_INDEX, post(read_index))
         .route(path::MEMBERSHIP, post(membership))
         .route(path::STATUS, post(status))
+        .route(path::PREVOTE, post(prevote))
         .layer(axum::extract::DefaultBodyLimit::max(RAFT_BODY_LEN_MAX))
         .with_state(cluster)
 }
@@ -66,7 +67,21 @@ pub fn open<T: DeserializeOwned>(cluster: &Cluster, body: &[u8]) -> Result<T, Re
 
 async fn append(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
     match open::<AppendEntriesRequest<TypeConfig>>(&c, &body) {
-        Ok(req) => reply(&c.raft.append_entries(req).await),
+        Ok(req) => {
+            let result = c.raft.append_entries(req).await;
+            // Accepted as coming from the current leader (not refused for a higher vote).
+            if matches!(&result, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
+                c.leader_contact.record();
+            }
+            reply(&result)
+        }
+        Err(r) => r,
+    }
+}
+
+async fn prevote(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
+    match open::<crate::prevote::PreVoteRequest>(&c, &body) {
+        Ok(req) => reply(&crate::prevote::answer(&c, &req)),
         Err(r) => r,
     }
 }

@@ -14,6 +14,7 @@ pub mod path {
     pub const READ_INDEX: &str = "/raft/read-index";
     pub const MEMBERSHIP: &str = "/raft/membership";
     pub const STATUS: &str = "/raft/status";
+    pub const PREVOTE: &str = "/raft/prevote";
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
