@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, reason = "scenarios are tests: a failed unwrap is a failed scenario")]
 
 pub mod basic;
+pub mod clock;
 pub mod cluster;
 pub mod combined;
 pub mod disk;
@@ -60,6 +61,7 @@ pub const ALL: &[Entry] = &[
     entry!("sync_failure_on_leader", "13, 14, R6", false, disk::sync_failure_on_leader),
     entry!("slow_disk", "15, R8", false, disk::slow_disk),
     entry!("crash_at_durability_boundaries", "16, R2, R16", false, disk::crash_at_durability_boundaries),
+    entry!("leader_clock_jumps", "17, R12", false, clock::leader_clock_jumps),
     entry!("membership_change_under_writes", "18, R14", true, result cluster::members_join_and_leave_while_writes_go_on),
     entry!("snapshot_catch_up", "19", true, result cluster::follower_that_missed_compaction_catches_up_by_snapshot),
     entry!("wiped_node_rejoin", "20, R15", true, result cluster::wiped_node_cannot_rejoin_under_its_old_id),

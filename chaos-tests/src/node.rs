@@ -40,6 +40,8 @@ pub struct NodeProc {
     paused: bool,
     /// The node's disk-fault file (`RAFTGATE_DISK_FAULTS`, see `raftgate_storage::faults`).
     pub fault_file: PathBuf,
+    /// The node's clock-skew file (`RAFTGATE_CLOCK_SKEW`, see `raftgate_proxy::clock`).
+    pub skew_file: PathBuf,
     /// The data dir is a small tmpfs this harness mounted (unmounted on drop).
     small_disk: bool,
 }
@@ -57,6 +59,7 @@ impl NodeProc {
             child: None,
             paused: false,
             fault_file: root.join(format!("node{id}.disk-faults")),
+            skew_file: root.join(format!("node{id}.clock-skew")),
             small_disk: false,
         }
     }
@@ -104,6 +107,7 @@ impl NodeProc {
             .args(&self.args)
             .env("RAFTGATE_LOG", "info,openraft=warn")
             .env("RAFTGATE_DISK_FAULTS", &self.fault_file)
+            .env("RAFTGATE_CLOCK_SKEW", &self.skew_file)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -191,6 +195,12 @@ impl NodeProc {
     /// `"delay <ms>"`, or `""` for none. Takes effect at the node's next synced write.
     pub fn set_disk_fault(&self, fault: &str) {
         std::fs::write(&self.fault_file, fault).expect("write disk-fault file");
+    }
+
+    /// Shifts the node's view of the system clock by `ms` (negative: back), as an NTP step or
+    /// an operator's `date` would. Takes effect within 100 ms.
+    pub fn set_clock_skew(&self, ms: i64) {
+        std::fs::write(&self.skew_file, ms.to_string()).expect("write clock-skew file");
     }
 
     /// Moves the (stopped) node's data dir onto a tmpfs of `bytes`, a real small disk that

@@ -3,7 +3,7 @@
 //! with the runner (`cargo run --release -p chaos-tests --bin chaos -- --all`). Each prints its
 //! seed, a result line per invariant and a JSON report; `CHAOS_SEED=N` replays one.
 
-use chaos_tests::matrix::{basic, disk, network, process};
+use chaos_tests::matrix::{basic, clock, disk, network, process};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_kill_and_restart() {
@@ -113,4 +113,9 @@ async fn slow_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_durability_boundaries() {
     disk::crash_at_durability_boundaries().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_clock_jumps() {
+    clock::leader_clock_jumps().await;
 }

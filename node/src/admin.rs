@@ -55,10 +55,9 @@ pub struct AdminState {
     pub staleness: std::time::Duration,
 }
 
-/// Wall-clock milliseconds for admin audit events.
-#[allow(clippy::disallowed_methods, reason = "audit timestamps of admin actions are local wall time")]
+/// Wall-clock milliseconds for admin audit events (the data plane's clock: never backwards).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    raftgate_proxy::clock::now_ms()
 }
 
 /// Longest admin request body: policies are small; a megabyte is generous.

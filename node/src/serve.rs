@@ -47,6 +47,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (incarnation, fresh) = identity::load_or_create(&config.data_dir, config.id)?;
     let bootstrap_token = bootstrap_token(&config, fresh)?;
 
+    if let Some(file) = raftgate_proxy::clock::skew_hook() {
+        tracing::warn!(file = %file.display(), "clock-skew injection is on (RAFTGATE_CLOCK_SKEW): for chaos tests only");
+    }
     if let Some(file) = raftgate_storage::faults::enabled() {
         tracing::warn!(file = %file.display(), "disk-fault injection is on (RAFTGATE_DISK_FAULTS): for chaos tests only");
     }

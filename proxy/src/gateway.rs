@@ -203,7 +203,9 @@ impl Gateway {
         let caller = match presented {
             None if anonymous_ok => None,
             None => return Err(self.auth_failed(policy, client_ip, None, Deny::unauthorized("missing"))),
-            Some(raw) => match authenticate::authenticate(policy, raw, now_ms()) {
+            // Never earlier than the cluster's agreed time: a node restarted with its clock set
+            // back still expires keys no later than the leader's clock says.
+            Some(raw) => match authenticate::authenticate(policy, raw, now_ms().max(policy.time_ms)) {
                 Ok(c) => Some(c),
                 Err(d) => {
                     // A known key refused (wrong secret, revoked, expired, rotated out) is

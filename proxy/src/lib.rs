@@ -11,7 +11,7 @@
 
 pub mod audit;
 pub mod canonical;
-mod clock;
+pub mod clock;
 pub mod deny;
 pub mod freshness;
 pub mod gateway;

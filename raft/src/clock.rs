@@ -1,8 +1,8 @@
-//! The one place that reads the wall clock. Only the leader reads it, to stamp commands; the
-//! state machine uses the stamped value, never this.
+//! The leader's clock for stamping commands; the state machine uses the stamped value, never
+//! this. It is the data plane's clock (`raftgate_proxy::clock`): it never goes backwards, and a
+//! backward step of the system clock is ignored (time runs on at the monotonic rate).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, never going backwards within this process.
 #[derive(Debug, Default)]
@@ -12,10 +12,9 @@ pub struct Clock {
 }
 
 impl Clock {
-    #[allow(clippy::disallowed_methods, reason = "this type is the one sanctioned wall-clock reader")]
     pub fn now_ms(&self) -> u64 {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let prev = self.last_ms.fetch_max(wall, Ordering::Relaxed);
-        prev.max(wall)
+        let now = raftgate_proxy::clock::now_ms();
+        let prev = self.last_ms.fetch_max(now, Ordering::Relaxed);
+        prev.max(now)
     }
 }
