@@ -328,3 +328,147 @@ pub async fn time_to_write(c: &TestCluster, via: &[u64], tag: &str, limit: Durat
     }
     None
 }
+
+/// Key and policy operations through random nodes, beside the consumer [`Workload`]: create
+/// a key, use it through a random node's proxy, rotate or revoke it, change a role or a rate
+/// limit. After a revoke returned, every node must refuse the key at once (401, or 503 from a
+/// node that cannot vouch): that is checked on the spot. Needs the test fixture (consumer
+/// `acme` with role `reader`, a route for `/orders`).
+pub struct KeyWorkload {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<KeyLog>,
+}
+
+#[derive(Default)]
+struct KeyLog {
+    /// Outcomes by operation: (ok, failed, unknown).
+    ops: BTreeMap<&'static str, (u64, u64, u64)>,
+    revokes_checked: u64,
+    violations: Vec<String>,
+}
+
+impl KeyLog {
+    fn record(&mut self, op: &'static str, status: Option<u16>) {
+        let e = self.ops.entry(op).or_default();
+        match status {
+            Some(s) if (200..300).contains(&s) => e.0 += 1,
+            Some(s) if (400..500).contains(&s) => e.1 += 1,
+            _ => e.2 += 1,
+        }
+    }
+}
+
+impl KeyWorkload {
+    pub fn start(c: &TestCluster, seed: u64) -> Self {
+        let admin: Vec<String> = c.nodes.values().map(|n| n.admin_url()).collect();
+        let proxy: Vec<String> = c.nodes.values().map(|n| n.proxy_url()).collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(12)).build().expect("client");
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut log = KeyLog::default();
+            let status = |r: Result<reqwest::Response, reqwest::Error>| r.ok().map(|r| r.status().as_u16());
+            // Bounded: at most 2,000 rounds; the scenario stops it much sooner.
+            for i in 0..2_000u32 {
+                if st.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let via = &admin[rng.gen_range(0..admin.len())];
+                let r = http
+                    .post(format!("{via}/v1/keys"))
+                    .bearer_auth(crate::ADMIN_TOKEN)
+                    .json(&json!({ "consumer": "acme" }))
+                    .send()
+                    .await;
+                let created = match r {
+                    Ok(r) if r.status() == 201 => r.json::<Value>().await.ok(),
+                    other => {
+                        log.record("create_key", status(other));
+                        None
+                    }
+                };
+                if let Some(k) = created {
+                    log.record("create_key", Some(201));
+                    let (id, key) =
+                        (k["id"].as_str().unwrap_or("").to_string(), k["key"].as_str().unwrap_or("").to_string());
+                    let p = &proxy[rng.gen_range(0..proxy.len())];
+                    let used = http.get(format!("{p}/orders/{i}")).bearer_auth(&key).send().await;
+                    log.record("use_key", status(used));
+                    let via = &admin[rng.gen_range(0..admin.len())];
+                    if rng.gen_bool(0.5) {
+                        let r = http
+                            .post(format!("{via}/v1/keys/{id}/revoke"))
+                            .bearer_auth(crate::ADMIN_TOKEN)
+                            .json(&json!({}))
+                            .send()
+                            .await;
+                        let s = status(r);
+                        log.record("revoke_key", s);
+                        if s == Some(200) {
+                            // Final on every node from the moment it returned.
+                            log.revokes_checked += 1;
+                            for p in &proxy {
+                                if let Ok(r) = http.get(format!("{p}/orders/{i}")).bearer_auth(&key).send().await {
+                                    if r.status() == 200 {
+                                        log.violations.push(format!("{p} accepted key {id} after its revoke returned"));
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        let r = http
+                            .post(format!("{via}/v1/keys/{id}/rotate"))
+                            .bearer_auth(crate::ADMIN_TOKEN)
+                            .json(&json!({ "grace_s": 0 }))
+                            .send()
+                            .await;
+                        log.record("rotate_key", status(r));
+                    }
+                }
+                if i % 5 == 0 {
+                    let via = &admin[rng.gen_range(0..admin.len())];
+                    let limit = rng.gen_range(100..1000);
+                    let r = http
+                        .put(format!("{via}/v1/rate-limits/wl-{}", i % 3))
+                        .bearer_auth(crate::ADMIN_TOKEN)
+                        .json(&json!({ "limit": limit, "window_s": 60, "per": "key" }))
+                        .send()
+                        .await;
+                    log.record("put_rate_limit", status(r));
+                    let r = http
+                        .put(format!("{via}/v1/roles/wl-{}", i % 3))
+                        .bearer_auth(crate::ADMIN_TOKEN)
+                        .json(&json!({ "permissions": [{ "methods": ["GET"], "path": format!("/wl/{limit}/**") }] }))
+                        .send()
+                        .await;
+                    log.record("put_role", status(r));
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            log
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the workload and checks: no node accepted a key after its revoke returned.
+    pub async fn finish(self, sc: &mut Scenario) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let log = self.task.await.unwrap_or_default();
+        let ops: BTreeMap<&str, Value> = log
+            .ops
+            .iter()
+            .map(|(k, (ok, failed, unknown))| (*k, json!({ "ok": ok, "failed": failed, "unknown": unknown })))
+            .collect();
+        sc.figure("key_operations", json!(ops));
+        sc.check(
+            "no node accepted a key after its revoke returned",
+            log.violations.is_empty(),
+            if log.violations.is_empty() {
+                format!("{} revokes checked on every node", log.revokes_checked)
+            } else {
+                log.violations.join("; ")
+            },
+        );
+    }
+}

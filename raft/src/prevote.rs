@@ -7,7 +7,9 @@
 //! without writes (found by the `minority_partition_5_nodes` chaos scenario).
 //!
 //! How: openraft starts an election only while `runtime_config().elect` is on. This task keeps
-//! it on only while an election could succeed. Every tick, a follower that has not accepted an
+//! it on only while an election could succeed, and off while a leader is heard from (so a
+//! node resumed after a pause, whose timers have all expired, asks before it campaigns). Every
+//! tick, a follower that has not accepted an
 //! AppendEntries from a leader for `election_timeout_min` asks every voter `PreVote`; a voter
 //! grants it only if it is not a leader, has not itself heard from a leader for
 //! `election_timeout_min`, and the asker's log is at least as long as its own. With a majority
@@ -95,10 +97,13 @@ pub async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
             .filter_map(|id| m.membership_config.membership().get_node(&id).map(|n| (id, n.addr.clone())))
             .collect();
         let is_voter = m.membership_config.membership().voter_ids().any(|id| id == cluster.id);
-        let want = if m.state == ServerState::Leader || !is_voter || cluster.leader_contact.within(window) {
-            // Leading, not electing, or hearing a leader (which resets the election timer):
-            // nothing to hold back.
+        let want = if m.state == ServerState::Leader || !is_voter {
+            // Leading, or not electing: nothing to hold back.
             true
+        } else if cluster.leader_contact.within(window) {
+            // A leader is alive: no election is needed. Off, not merely idle: a node that was
+            // paused wakes with stale timers and must not campaign before it asks around.
+            false
         } else {
             let req = PreVoteRequest { last_log_index: m.last_log_index };
             let asks = voters.iter().map(|(id, addr)| {

@@ -7,16 +7,20 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::faultnet::Degradation;
-use crate::scenario::{settle, time_to_write, Observer, Scenario, Workload, RECOVERY_BOUND};
-use crate::TestCluster;
+use crate::fixture::install;
+use crate::scenario::{settle, time_to_write, KeyWorkload, Observer, Scenario, Workload, RECOVERY_BOUND};
+use crate::{EchoUpstream, TestCluster};
 
 /// Runs combined chaos on `nodes` nodes for `span`.
 pub async fn combined_chaos(nodes: u64, span: Duration) {
     let mut c = TestCluster::start_with_faults(nodes, &[]).await.expect("cluster starts");
     let mut sc = Scenario::new(&format!("combined_chaos_{nodes}_nodes"));
+    let up = EchoUpstream::start().await;
+    install(&c, &up.url()).await;
     let obs = Observer::start(&c);
     let ids = c.ids();
     let w = Workload::start(&c, "cc");
+    let kw = KeyWorkload::start(&c, sc.rng_u64());
     let started = Instant::now();
     let mut faults = Vec::new();
     // At most a minority is ever down or paused at once, so a quorum can always form again.
@@ -99,5 +103,6 @@ pub async fn combined_chaos(nodes: u64, span: Duration) {
         final_ok.push(time_to_write(&c, &[id], &format!("cc-final-{id}"), Duration::from_secs(5)).await.is_some());
     }
     sc.check("a final write through each node succeeds", final_ok.iter().all(|o| *o), format!("{final_ok:?}"));
+    kw.finish(&mut sc).await;
     settle(sc, &c, w, obs).await;
 }

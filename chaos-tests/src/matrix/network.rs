@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::faultnet::Degradation;
 use crate::fixture::install;
-use crate::scenario::{settle, time_to_write, Observer, Scenario, Workload, RECOVERY_BOUND};
+use crate::scenario::{settle, time_to_write, KeyWorkload, Observer, Scenario, Workload, RECOVERY_BOUND};
 use crate::{EchoUpstream, TestCluster};
 
 async fn cluster(n: u64) -> TestCluster {
@@ -27,9 +27,12 @@ fn elections_since(obs: &Observer, before: u64) -> usize {
 pub async fn packet_loss() {
     let c = cluster(3).await;
     let mut sc = Scenario::new("packet_loss");
+    let up = EchoUpstream::start().await;
+    install(&c, &up.url()).await;
     let obs = Observer::start(&c);
     let ids = c.ids();
     let w = Workload::start(&c, "pl");
+    let kw = KeyWorkload::start(&c, sc.rng_u64());
     tokio::time::sleep(sc.jitter(Duration::from_millis(200), Duration::from_millis(600))).await;
     let term_before = c.max_term().await;
     let seed = sc.rng_u64();
@@ -58,6 +61,7 @@ pub async fn packet_loss() {
     sc.figure("elections_during_loss", json!(elections));
     sc.check("writes go on under 10 % loss", ok * 2 >= tries, format!("{ok} of {tries} probes written within 3 s"));
     sc.check("elections stay rare under loss", elections <= 2, format!("{elections} elections in 6 s"));
+    kw.finish(&mut sc).await;
     settle(sc, &c, w, obs).await;
 }
 
@@ -286,9 +290,12 @@ pub async fn majority_loss() {
 pub async fn flapping_partitions() {
     let c = cluster(3).await;
     let mut sc = Scenario::new("flapping_partitions");
+    let up = EchoUpstream::start().await;
+    install(&c, &up.url()).await;
     let obs = Observer::start(&c);
     let ids = c.ids();
     let w = Workload::start(&c, "fl");
+    let kw = KeyWorkload::start(&c, sc.rng_u64());
     for _ in 0..5 {
         let victim = sc.pick(&ids);
         c.net().isolate(victim, &ids);
@@ -302,6 +309,7 @@ pub async fn flapping_partitions() {
         t.is_some_and(|t| t <= RECOVERY_BOUND),
         format!("{t:?}"),
     );
+    kw.finish(&mut sc).await;
     settle(sc, &c, w, obs).await;
 }
 
