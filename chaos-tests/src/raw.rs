@@ -38,3 +38,76 @@ pub async fn closes_within(port: u16, bytes: &[u8], wait: Duration) -> (Option<u
     let (text, closed) = send_and_read(port, bytes, wait).await;
     (status(&text), closed)
 }
+
+/// Drips `bytes` one at a time, `every` apart, and reports how long the server took to close
+/// the connection (`None` if it was still open after all bytes or `limit`).
+pub async fn drip_until_closed(port: u16, bytes: &[u8], every: Duration, limit: Duration) -> Option<Duration> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    for b in bytes {
+        if started.elapsed() > limit {
+            return None;
+        }
+        if s.write_all(&[*b]).await.is_err() {
+            return Some(started.elapsed());
+        }
+        // Between bytes, watch for the server closing (or answering, then closing).
+        match tokio::time::timeout(every, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    None
+}
+
+/// Opens `n` connections from `source` that send nothing, and keeps them open.
+pub async fn idle_connections(port: u16, source: std::net::IpAddr, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind((source, 0).into()).expect("bind source address");
+        out.push(sock.connect(([127, 0, 0, 1], port).into()).await.expect("connect"));
+    }
+    out
+}
+
+/// Whether the server closes a fresh, silent connection from `source` within `wait`.
+pub async fn closed_at_once(port: u16, source: std::net::IpAddr, wait: Duration) -> bool {
+    let mut conns = idle_connections(port, source, 1).await;
+    let mut buf = [0u8; 16];
+    matches!(tokio::time::timeout(wait, conns[0].read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+/// Sends `head` at once, then a body of `len` bytes one byte `every` apart, reading whatever the
+/// server answers; stops when the server closes or `limit` passes. Returns what was read and
+/// whether the server closed the connection.
+pub async fn trickle_body(port: u16, head: &[u8], len: usize, every: Duration, limit: Duration) -> (String, bool) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    s.write_all(head).await.expect("send head");
+    let started = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut sent = 0;
+    while started.elapsed() < limit {
+        if sent < len {
+            if s.write_all(b"x").await.is_err() {
+                // The server closed its side; read what it said.
+                while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+                    if n == 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&buf[..n]);
+                }
+                return (String::from_utf8_lossy(&out).to_string(), true);
+            }
+            sent += 1;
+        }
+        match tokio::time::timeout(every, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).to_string(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    (String::from_utf8_lossy(&out).to_string(), false)
+}

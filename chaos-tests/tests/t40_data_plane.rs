@@ -21,7 +21,9 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let c = TestCluster::start(1, &["--proxy-header-read-timeout-ms", "1000"]).await.unwrap();
+    let c = TestCluster::start(1, &["--proxy-header-read-timeout-ms", "1000", "--proxy-body-read-timeout-ms", "1500"])
+        .await
+        .unwrap();
     c.wait_leader(Duration::from_secs(10)).await.unwrap();
     let up = EchoUpstream::start().await;
     let f = install(&c, &up.url()).await;
@@ -289,6 +291,32 @@ async fn framing_and_size_limits() {
         .await,
         Some(413)
     );
+    // B6: a head dripped a byte every 300 ms (each read well inside the timeout) is still
+    // cut off at the total header deadline (1 s here), not kept alive by every byte.
+    let head = b"GET /orders/1 HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let closed =
+        chaos_tests::raw::drip_until_closed(e.port, head, Duration::from_millis(300), Duration::from_secs(8)).await;
+    assert!(
+        closed.is_some_and(|d| d < Duration::from_millis(2_500)),
+        "a dripped head is closed at the total deadline: {closed:?}"
+    );
+    // B7: a body trickled a byte every 300 ms gets 408 at the body deadline (1.5 s here) and
+    // the connection is closed.
+    let key = e.f.admin_key.clone();
+    let head =
+        format!("POST /admin/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 100\r\n\r\n");
+    let started = std::time::Instant::now();
+    let text = chaos_tests::raw::trickle_body(
+        e.port,
+        head.as_bytes(),
+        100,
+        Duration::from_millis(300),
+        Duration::from_secs(8),
+    )
+    .await;
+    assert_eq!(status(&text.0), Some(408), "slow body: {}", text.0);
+    assert!(text.1, "the connection is closed after the 408");
+    assert!(started.elapsed() < Duration::from_secs(4), "answered at the body deadline: {:?}", started.elapsed());
     // B5: a request head that never completes is closed at the header-read timeout (1 s here).
     let started = std::time::Instant::now();
     let (_, closed) = closes_within(e.port, b"GET / HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(5)).await;
@@ -298,6 +326,35 @@ async fn framing_and_size_limits() {
         "closed by the header timer, not by the test: {:?}",
         started.elapsed()
     );
+}
+
+/// B8: one client IP holding many idle connections hits its cap; other clients are unaffected,
+/// and the IP gets slots back as its connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ip_cannot_hold_every_connection() {
+    use chaos_tests::raw::{closed_at_once, idle_connections};
+    let c = TestCluster::start(1, &["--proxy-connections-per-ip-max", "20"]).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = EchoUpstream::start().await;
+    let f = install(&c, &up.url()).await;
+    let port = c.nodes[&1].proxy_port;
+    let hog: std::net::IpAddr = [127, 0, 0, 7].into();
+    let held = idle_connections(port, hog, 20).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(closed_at_once(port, hog, Duration::from_secs(2)).await, "the 21st connection from one IP is closed");
+    // Another client still gets through.
+    let other = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 8])).build().unwrap();
+    let r = other.get(format!("{}/orders/1", c.nodes[&1].proxy_url())).bearer_auth(&f.reader_key).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let metrics = reqwest::get(c.nodes[&1].admin_url() + "/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("raftgate_proxy_connections_refused_total ") && !l.ends_with(" 0")),
+        "refusals are counted"
+    );
+    // Slots come back as the IP's connections close.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!closed_at_once(port, hog, Duration::from_millis(500)).await, "a slot is free again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,6 +65,12 @@ pub struct ServeArgs {
     /// A client must send a whole request head within this time [default: 10000].
     #[arg(long)]
     pub proxy_header_read_timeout_ms: Option<u64>,
+    /// Proxy connections open at once from one client IP; trusted proxies exempt [default: 256].
+    #[arg(long)]
+    pub proxy_connections_per_ip_max: Option<u32>,
+    /// A request body must arrive completely within this time, or 408 [default: 30000].
+    #[arg(long)]
+    pub proxy_body_read_timeout_ms: Option<u64>,
     /// Local IP that outgoing node-to-node connections come from [default: chosen by the OS].
     #[arg(long)]
     pub raft_source_ip: Option<String>,
@@ -92,6 +98,8 @@ struct FileConfig {
     snapshot_logs_since_last: Option<u64>,
     trusted_proxies: Option<String>,
     proxy_header_read_timeout_ms: Option<u64>,
+    proxy_connections_per_ip_max: Option<u32>,
+    proxy_body_read_timeout_ms: Option<u64>,
     raft_source_ip: Option<String>,
     staleness_ms_max: Option<u64>,
 }
@@ -114,6 +122,8 @@ pub struct Config {
     pub snapshot_logs_since_last: u64,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub proxy_header_read_timeout_ms: u64,
+    pub proxy_connections_per_ip_max: u32,
+    pub proxy_body_read_timeout_ms: u64,
     pub raft_source_ip: Option<std::net::IpAddr>,
     pub staleness_ms_max: u64,
     /// True when no `peers` were given: the embedded single-node try-out.
@@ -237,6 +247,16 @@ impl Config {
         if !(100..=600_000).contains(&proxy_header_read_timeout_ms) {
             return Err(err("proxy_header_read_timeout_ms", "must be 100 to 600000 (ms)"));
         }
+        let proxy_connections_per_ip_max =
+            args.proxy_connections_per_ip_max.or(file.proxy_connections_per_ip_max).unwrap_or(256);
+        if !(1..=100_000).contains(&proxy_connections_per_ip_max) {
+            return Err(err("proxy_connections_per_ip_max", "must be 1 to 100000 (connections)"));
+        }
+        let proxy_body_read_timeout_ms =
+            args.proxy_body_read_timeout_ms.or(file.proxy_body_read_timeout_ms).unwrap_or(30_000);
+        if !(100..=3_600_000).contains(&proxy_body_read_timeout_ms) {
+            return Err(err("proxy_body_read_timeout_ms", "must be 100 to 3600000 (ms)"));
+        }
         let raft_source_ip = match args.raft_source_ip.clone().or(file.raft_source_ip) {
             None => None,
             Some(ip) => Some(ip.parse().map_err(|_| err("raft_source_ip", format!("{ip:?} is not an IP address")))?),
@@ -254,6 +274,8 @@ impl Config {
             raft_source_ip,
             trusted_proxies,
             proxy_header_read_timeout_ms,
+            proxy_connections_per_ip_max,
+            proxy_body_read_timeout_ms,
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             raft_addr,
             admin_addr,

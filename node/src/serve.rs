@@ -87,6 +87,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         GatewayConfig {
             node_id: config.id,
             trusted_proxies: config.trusted_proxies.clone(),
+            body_read_timeout: Duration::from_millis(config.proxy_body_read_timeout_ms),
             ..GatewayConfig::default()
         },
         policy,
@@ -121,6 +122,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let server_config = ServerConfig {
         header_read_timeout: Duration::from_millis(config.proxy_header_read_timeout_ms),
+        connections_per_ip_max: config.proxy_connections_per_ip_max,
         ..ServerConfig::default()
     };
     let proxy_server = tokio::spawn(raftgate_proxy::server::serve_threads(

@@ -28,6 +28,8 @@ pub struct GatewayConfig {
     pub uri_len_max: usize,
     pub upstream_connect_timeout: Duration,
     pub upstream_response_timeout: Duration,
+    /// A request body must arrive completely within this time (408 otherwise).
+    pub body_read_timeout: Duration,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<IpAddr>,
 }
@@ -40,13 +42,14 @@ impl Default for GatewayConfig {
             uri_len_max: 8 * 1024,
             upstream_connect_timeout: Duration::from_secs(2),
             upstream_response_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
         }
     }
 }
 
 pub struct Gateway {
-    cfg: GatewayConfig,
+    pub cfg: GatewayConfig,
     /// Whether this node may vouch for its policy (the freshness lease).
     fresh: Arc<crate::freshness::Freshness>,
     /// The policy published by the state machine; loaded once per request.
@@ -273,6 +276,7 @@ impl Gateway {
             headers: out_headers,
             body: has_body.then_some(body),
             body_len_max: self.cfg.body_len_max,
+            body_read_timeout: self.cfg.body_read_timeout,
         };
         let mut resp = forward::forward(
             &self.upstreams,

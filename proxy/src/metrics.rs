@@ -18,6 +18,8 @@ pub struct ProxyMetrics {
     pub latency_seconds: Histogram,
     pub auth_failures: Counter,
     pub rate_limited: Counter,
+    /// Connections closed at accept because their client IP had too many open.
+    pub connections_refused: Counter,
 }
 
 impl ProxyMetrics {
@@ -30,6 +32,7 @@ impl ProxyMetrics {
             )),
             auth_failures: Counter::default(),
             rate_limited: Counter::default(),
+            connections_refused: Counter::default(),
         }
     }
 
@@ -46,6 +49,11 @@ impl ProxyMetrics {
             self.auth_failures.clone(),
         );
         r.register("proxy_rate_limited", "Requests refused by a rate limit", self.rate_limited.clone());
+        r.register(
+            "proxy_connections_refused",
+            "Connections closed at accept: their client IP already had proxy_connections_per_ip_max open",
+            self.connections_refused.clone(),
+        );
     }
 }
 

@@ -25,6 +25,9 @@ pub struct ServerConfig {
     pub headers_max: usize,
     /// Connections served at once; more wait in the accept backlog.
     pub connections_max: usize,
+    /// Connections open at once from one client IP (trusted proxies exempt); more are closed
+    /// as soon as they are accepted, so one client cannot hold every slot (bad-inputs B8).
+    pub connections_per_ip_max: u32,
     /// HTTP/2 streams per connection.
     pub h2_streams_max: u32,
     /// How long in-flight requests get to finish on shutdown.
@@ -40,9 +43,48 @@ impl Default for ServerConfig {
             header_len_max: 64 * 1024,
             headers_max: 100,
             connections_max: 10_000,
+            connections_per_ip_max: 256,
             h2_streams_max: 256,
             drain_grace: Duration::from_secs(10),
             threads: 0,
+        }
+    }
+}
+
+/// Open connections per client IP, shared by every proxy thread.
+#[derive(Default)]
+struct PerIp {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+}
+
+/// One open connection counted against its IP; released on drop.
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    /// A slot for one more connection from `ip`, or `None` if it already has `max` open.
+    fn take(self: Arc<Self>, ip: std::net::IpAddr, max: u32) -> Option<IpSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        drop(open);
+        Some(IpSlot { table: self, ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }
@@ -66,6 +108,7 @@ pub async fn serve_threads(
     let threads =
         if cfg.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.threads };
     let permits = Arc::new(Semaphore::new(cfg.connections_max));
+    let per_ip = Arc::new(PerIp::default());
     let mut done = Vec::new();
     for i in 0..threads {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -77,12 +120,13 @@ pub async fn serve_threads(
                 break;
             }
         };
-        let (gateway, cfg, shutdown, permits) = (gateway.clone(), cfg.clone(), shutdown.clone(), permits.clone());
+        let (gateway, cfg, shutdown, permits, per_ip) =
+            (gateway.clone(), cfg.clone(), shutdown.clone(), permits.clone(), per_ip.clone());
         let spawned = std::thread::Builder::new().name(format!("proxy-{i}")).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("proxy runtime");
             rt.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(l) => serve_on(l, gateway, cfg, shutdown, permits).await,
+                    Ok(l) => serve_on(l, gateway, cfg, shutdown, permits, per_ip).await,
                     Err(e) => tracing::error!(error = %e, "proxy listener"),
                 }
             });
@@ -104,6 +148,7 @@ async fn serve_on(
     cfg: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -139,6 +184,19 @@ async fn serve_on(
             },
             _ = stopped(&mut shutdown) => break,
         };
+        // Trusted proxies carry many clients' connections; everyone else has a cap.
+        let ip_slot = if gateway.cfg.trusted_proxies.contains(&peer.ip()) {
+            None
+        } else {
+            match per_ip.clone().take(peer.ip(), cfg.connections_per_ip_max) {
+                Some(slot) => Some(slot),
+                None => {
+                    gateway.metrics.connections_refused.inc();
+                    tracing::debug!(%peer, "closed at accept: too many connections from this IP");
+                    continue; // dropping the stream closes it
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
         let svc = service_fn(move |req| {
@@ -152,6 +210,7 @@ async fn serve_on(
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
             drop(permit);
+            drop(ip_slot);
         });
     }
     if tokio::time::timeout(cfg.drain_grace, graceful.shutdown()).await.is_err() {

@@ -1,11 +1,15 @@
 //! Phase 6, forward: send the request (canonical path, cleaned headers, identity headers,
 //! streaming body) to an upstream of the route and stream the answer back.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 
 use crate::deny::Deny;
 use crate::upstream::{Body, BoxError, Upstreams};
@@ -17,6 +21,56 @@ pub struct Outbound {
     /// `None` for a request without a body, which makes it safe to retry on connect failure.
     pub body: Option<Incoming>,
     pub body_len_max: u64,
+    /// The whole request body must arrive within this time (a body trickled a byte at a time
+    /// gets 408 instead of holding a connection and an upstream request open).
+    pub body_read_timeout: Duration,
+}
+
+/// The request body did not arrive within its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received within its deadline")]
+pub struct BodyTimeout;
+
+/// A request body with a deadline for the whole of it.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match this.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether an error's chain holds a [`BodyTimeout`].
+fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<BodyTimeout>().is_some() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -37,8 +91,11 @@ pub async fn forward(
     let order = upstreams.order(route, targets);
     let retryable = out.body.is_none() && is_idempotent(&out.method);
     let mut headers = out.headers;
-    let mut body =
-        out.body.map(|b| http_body_util::Limited::new(b, out.body_len_max as usize).map_err(BoxError::from).boxed());
+    let deadline = out.body_read_timeout;
+    let mut body = out.body.map(|b| {
+        let limited = http_body_util::Limited::new(b, out.body_len_max as usize).map_err(BoxError::from).boxed();
+        DeadlineBody { inner: limited, deadline: Box::pin(tokio::time::sleep(deadline)) }.boxed()
+    });
     // One retry at most, and only for requests that cannot have reached the upstream.
     let attempts = if retryable { order.len().min(2) } else { 1 };
     for (i, base) in order.iter().take(attempts).enumerate() {
@@ -63,6 +120,11 @@ pub async fn forward(
                 tracing::debug!(upstream = %base, error = %e, connect, "upstream request failed");
                 if connect && i + 1 < attempts {
                     continue;
+                }
+                if is_body_timeout(&e) {
+                    // The rest of the body is not worth waiting for: close the connection.
+                    return Err(Deny::new(StatusCode::REQUEST_TIMEOUT, "body_timeout")
+                        .with_header(http::header::CONNECTION, http::HeaderValue::from_static("close")));
                 }
                 // A body over the limit surfaces here as a send error.
                 if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit exceeded")) {
