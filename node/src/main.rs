@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (with no flags: a single-node cluster on loopback).
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Cluster membership and status.
     Cluster {
         #[command(flatten)]
@@ -100,7 +100,7 @@ async fn main() -> std::process::ExitCode {
         }
         Some(Command::Serve(args)) => {
             init_tracing();
-            serve::run(args).await
+            serve::run(*args).await
         }
         Some(Command::Cluster { client, cmd }) => cli::cluster(&client, cmd).await,
         Some(Command::Keys { client, cmd }) => cli::keys(&client, cmd).await,
