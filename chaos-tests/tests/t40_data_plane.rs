@@ -291,6 +291,9 @@ async fn framing_and_size_limits() {
         .await,
         Some(413)
     );
+    // An absolute-form target over HTTP/1.1 is refused (a proxy request or a smuggling try);
+    // HTTP/2's own :scheme and :authority are not (tests/t45_tls.rs).
+    assert_eq!(e.raw("GET http://x/orders/1 HTTP/1.1\r\nHost: x\r\n\r\n").await, Some(400));
     // B6: a head dripped a byte every 300 ms (each read well inside the timeout) is still
     // cut off at the total header deadline (1 s here), not kept alive by every byte.
     let head = b"GET /orders/1 HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";

@@ -71,6 +71,12 @@ pub struct ServeArgs {
     /// A request body must arrive completely within this time, or 408 [default: 30000].
     #[arg(long)]
     pub proxy_body_read_timeout_ms: Option<u64>,
+    /// Serve the proxy over TLS with this certificate chain (PEM); reloaded when it changes.
+    #[arg(long)]
+    pub proxy_tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `proxy_tls_cert_file`.
+    #[arg(long)]
+    pub proxy_tls_key_file: Option<PathBuf>,
     /// Local IP that outgoing node-to-node connections come from [default: chosen by the OS].
     #[arg(long)]
     pub raft_source_ip: Option<String>,
@@ -100,6 +106,8 @@ struct FileConfig {
     proxy_header_read_timeout_ms: Option<u64>,
     proxy_connections_per_ip_max: Option<u32>,
     proxy_body_read_timeout_ms: Option<u64>,
+    proxy_tls_cert_file: Option<PathBuf>,
+    proxy_tls_key_file: Option<PathBuf>,
     raft_source_ip: Option<String>,
     staleness_ms_max: Option<u64>,
 }
@@ -124,6 +132,8 @@ pub struct Config {
     pub proxy_header_read_timeout_ms: u64,
     pub proxy_connections_per_ip_max: u32,
     pub proxy_body_read_timeout_ms: u64,
+    /// (certificate chain, private key) PEM files for TLS on the proxy listener.
+    pub proxy_tls: Option<(PathBuf, PathBuf)>,
     pub raft_source_ip: Option<std::net::IpAddr>,
     pub staleness_ms_max: u64,
     /// True when no `peers` were given: the embedded single-node try-out.
@@ -257,6 +267,19 @@ impl Config {
         if !(100..=3_600_000).contains(&proxy_body_read_timeout_ms) {
             return Err(err("proxy_body_read_timeout_ms", "must be 100 to 3600000 (ms)"));
         }
+        let proxy_tls = match (
+            args.proxy_tls_cert_file.clone().or(file.proxy_tls_cert_file),
+            args.proxy_tls_key_file.clone().or(file.proxy_tls_key_file),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(_), None) => {
+                return Err(err("proxy_tls_key_file", "is missing: TLS needs the private key of proxy_tls_cert_file"))
+            }
+            (None, Some(_)) => {
+                return Err(err("proxy_tls_cert_file", "is missing: TLS needs the certificate of proxy_tls_key_file"))
+            }
+        };
         let raft_source_ip = match args.raft_source_ip.clone().or(file.raft_source_ip) {
             None => None,
             Some(ip) => Some(ip.parse().map_err(|_| err("raft_source_ip", format!("{ip:?} is not an IP address")))?),
@@ -276,6 +299,7 @@ impl Config {
             proxy_header_read_timeout_ms,
             proxy_connections_per_ip_max,
             proxy_body_read_timeout_ms,
+            proxy_tls,
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             raft_addr,
             admin_addr,

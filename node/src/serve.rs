@@ -42,6 +42,14 @@ const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
+    // Checked before anything else happens: a bad certificate is a configuration error.
+    let tls = match &config.proxy_tls {
+        None => None,
+        Some((cert, key)) => Some(
+            raftgate_proxy::tls::Tls::load(cert, key)
+                .map_err(|e| anyhow::anyhow!("config key `proxy_tls_cert_file`/`proxy_tls_key_file`: {e}"))?,
+        ),
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("config key `data_dir`: cannot create {}", config.data_dir.display()))?;
     let (incarnation, fresh) = identity::load_or_create(&config.data_dir, config.id)?;
@@ -120,7 +128,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
+    let tls_watch = tls.clone().map(|t| tokio::spawn(raftgate_proxy::tls::watch_files(t, shutdown_rx.clone())));
     let server_config = ServerConfig {
+        tls,
         header_read_timeout: Duration::from_millis(config.proxy_header_read_timeout_ms),
         connections_per_ip_max: config.proxy_connections_per_ip_max,
         ..ServerConfig::default()
@@ -184,6 +194,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = housekeeping.await;
         let _ = lease.await;
         let _ = prevote.await;
+        if let Some(t) = tls_watch {
+            let _ = t.await;
+        }
         let _ = quota.await;
         let _ = alerts.await;
     })

@@ -151,7 +151,10 @@ impl Gateway {
         // Phase 1: canonicalise (framing first: smuggling attempts never get further).
         check_framing(&req)?;
         let uri = req.uri();
-        if uri.scheme().is_some() || uri.authority().is_some() && req.version() < http::Version::HTTP_2 {
+        // HTTP/1 requests come in origin form; an absolute-form target is refused (a proxy
+        // request, or a smuggling attempt). HTTP/2 always carries :scheme and :authority, which
+        // hyper puts in the URI: those are the request's own, not an absolute form.
+        if req.version() < http::Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
             return Err(Deny::bad_request("absolute_form"));
         }
         if uri.path_and_query().map_or(0, |p| p.as_str().len()) > self.cfg.uri_len_max {
@@ -243,6 +246,7 @@ impl Gateway {
 
         // Phase 6: forward.
         let (parts, body) = req.into_parts();
+        let over_tls = parts.extensions.get::<crate::tls::OverTls>().is_some();
         if parts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -257,7 +261,7 @@ impl Gateway {
         let mut out_headers = parts.headers;
         headers::clean_request(&mut out_headers);
         headers::set(&mut out_headers, "x-forwarded-for", &ip);
-        headers::set(&mut out_headers, "x-forwarded-proto", "http");
+        headers::set(&mut out_headers, "x-forwarded-proto", if over_tls { "https" } else { "http" });
         if let Some(h) = &host {
             headers::set(&mut out_headers, "x-forwarded-host", h);
         }

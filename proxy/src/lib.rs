@@ -22,4 +22,5 @@ pub mod phases;
 pub mod policy;
 pub mod reports;
 pub mod server;
+pub mod tls;
 pub mod upstream;

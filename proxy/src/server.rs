@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub drain_grace: Duration,
     /// Proxy threads, each with its own single-threaded runtime (0 = one per CPU).
     pub threads: usize,
+    /// Serve HTTPS with these settings (reloaded when their files change); plain HTTP if `None`.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             h2_streams_max: 256,
             drain_grace: Duration::from_secs(10),
             threads: 0,
+            tls: None,
         }
     }
 }
@@ -199,19 +202,47 @@ async fn serve_on(
         };
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
-        let svc = service_fn(move |req| {
+        let over_tls = cfg.tls.is_some();
+        let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let gw = gw.clone();
+            if over_tls {
+                req.extensions_mut().insert(crate::tls::OverTls);
+            }
             async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+        match &cfg.tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    drop(permit);
+                    drop(ip_slot);
+                });
             }
-            drop(permit);
-            drop(ip_slot);
-        });
+            Some(tls) => {
+                // The handshake runs in the connection's task, bounded like a request head
+                // (bad-inputs B9: a client that never sends its ClientHello).
+                let (acceptor, builder, watcher) = (tls.acceptor(), builder.clone(), graceful.watcher());
+                let handshake_timeout = cfg.header_read_timeout;
+                tokio::spawn(async move {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::debug!(error = %e, %peer, "connection ended with an error");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                    drop(permit);
+                    drop(ip_slot);
+                });
+            }
+        }
     }
     if tokio::time::timeout(cfg.drain_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("proxy connections still open after the drain grace; closing them");
