@@ -4,9 +4,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Picks a free loopback port. Another process could take it before the node binds it; on a
-/// test machine that race is rare and shows up as a clear bind error in the node's log.
+/// Picks a free loopback port for a node to listen on, below Linux's ephemeral range
+/// (32768–60999): ports from `bind(:0)` come from that range, and so do the source ports of
+/// every outgoing connection the nodes and the harness open, so such a port could be taken
+/// before the node binds it (it happened: "Address already in use" on a node's Raft port).
+/// Ports below it are only ever taken by explicit binds. Each pick is checked by binding it.
 pub fn free_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    // Bounded: a free port among 12,000 is found within a few tries on any test machine.
+    for _ in 0..1_000 {
+        let port = rng.gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
 }
 

@@ -468,3 +468,35 @@ async fn every_decision_is_audited_without_secrets() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
 }
+
+/// HTTP/2 without TLS (prior knowledge, h2c): the same decisions as over HTTP/1.1, and several
+/// requests multiplexed on one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cleartext_gets_the_same_decisions() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let e = env().await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", e.port)).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let get = |path: &'static str, key: Option<String>| {
+        let mut send = send.clone();
+        async move {
+            let mut req = http::Request::get(format!("http://localhost{path}"));
+            if let Some(k) = key {
+                req = req.header("authorization", format!("Bearer {k}"));
+            }
+            let resp = send.send_request(req.body(Empty::<bytes::Bytes>::new()).unwrap()).await.unwrap();
+            let (version, status) = (resp.version(), resp.status().as_u16());
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (version, status, String::from_utf8_lossy(&body).to_string())
+        }
+    };
+    let k = Some(e.f.reader_key.clone());
+    let (ok, forbidden, unauthorized) =
+        tokio::join!(get("/orders/1", k.clone()), get("/admin/x", k.clone()), get("/orders/1", None));
+    assert_eq!((ok.0, ok.1), (http::Version::HTTP_2, 200), "{}", ok.2);
+    assert!(ok.2.contains(r#""x-forwarded-proto":["http"]"#), "{}", ok.2);
+    assert_eq!(forbidden.1, 403);
+    assert_eq!(unauthorized.1, 401);
+}
