@@ -1,6 +1,8 @@
 //! Row 21: combined chaos, Jepsen-style. For a given time, faults chosen by the seed overlap:
 //! kills and restarts, pauses, minority and leader partitions, one-way cuts, loss and latency.
 //! Then everything heals and every invariant is checked, plus a final write through each node.
+//! Beside the admin workloads, requests under a global limit go through random nodes the whole
+//! time; afterwards the upstream's count per key must not pass the limit (I7).
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,7 @@ pub async fn combined_chaos(nodes: u64, span: Duration) {
     let mut sc = Scenario::new(&format!("combined_chaos_{nodes}_nodes"));
     let up = EchoUpstream::start().await;
     install(&c, &up.url()).await;
+    let global = GlobalTraffic::start(&c, &up.url(), span).await;
     let obs = Observer::start(&c);
     let ids = c.ids();
     let w = Workload::start(&c, "cc");
@@ -104,5 +107,110 @@ pub async fn combined_chaos(nodes: u64, span: Duration) {
     }
     sc.check("a final write through each node succeeds", final_ok.iter().all(|o| *o), format!("{final_ok:?}"));
     kw.finish(&mut sc).await;
+    global.finish(&mut sc, &up).await;
     settle(sc, &c, w, obs).await;
+}
+
+/// A global limit of [`GLOBAL_LIMIT`] per key per [`GLOBAL_WINDOW_MS`] window, and traffic
+/// above it through random nodes: one key per window, used only well inside its window (from
+/// 0.5 s after it starts to 1 s before it ends, by this machine's clock, which is the cluster's),
+/// so every admitted request of a key falls in one of the cluster's windows.
+struct GlobalTraffic {
+    task: tokio::task::JoinHandle<Vec<(String, u64)>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+const GLOBAL_LIMIT: u64 = 20;
+const GLOBAL_WINDOW_MS: u64 = 10_000;
+
+#[allow(clippy::disallowed_methods, reason = "the test lines its traffic up with the cluster's windows")]
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl GlobalTraffic {
+    async fn start(c: &TestCluster, upstream: &str, span: Duration) -> Self {
+        let put = |path: &'static str, body: serde_json::Value| {
+            let c = &*c;
+            async move {
+                let (s, b) = c.req(1, reqwest::Method::PUT, path, Some(body)).await.expect("admin call");
+                assert!((200..300).contains(&s), "{path}: {s} {b}");
+            }
+        };
+        put(
+            "/v1/rate-limits/cc-global",
+            json!({ "limit": GLOBAL_LIMIT, "window_s": GLOBAL_WINDOW_MS / 1000, "per": "key", "mode": "global" }),
+        )
+        .await;
+        put(
+            "/v1/routes/cc-global",
+            json!({ "path_prefix": "/limited/global", "upstreams": [upstream], "rate_limits": ["cc-global"] }),
+        )
+        .await;
+        // One key per window the run can touch, made before any fault.
+        let windows = span.as_millis() as u64 / GLOBAL_WINDOW_MS + 4;
+        let mut keys = Vec::new();
+        for _ in 0..windows {
+            let (s, k) = c.post(1, "/v1/keys", json!({ "consumer": "acme" })).await.expect("admin call");
+            assert_eq!(s, 201, "{k}");
+            keys.push((k["id"].as_str().unwrap().to_string(), k["key"].as_str().unwrap().to_string()));
+        }
+        c.wait_converged(&c.ids(), Duration::from_secs(10)).await.expect("converged");
+        let proxies: Vec<String> = c.nodes.values().map(|n| n.proxy_url()).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+            let first = wall_ms() / GLOBAL_WINDOW_MS;
+            let mut used: Vec<(String, u64)> = Vec::new();
+            let mut i = 0usize;
+            // Bounded by the keys made: one window each.
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = wall_ms();
+                let (window, into) = (now / GLOBAL_WINDOW_MS, now % GLOBAL_WINDOW_MS);
+                let Some((id, key)) = keys.get((window - first) as usize) else { break };
+                if into < 500 || into > GLOBAL_WINDOW_MS - 1_000 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                if used.last().is_none_or(|(u, _)| u != id) {
+                    used.push((id.clone(), window));
+                }
+                let url = format!("{}/limited/global/{i}", proxies[i % proxies.len()]);
+                let req = http.get(url).bearer_auth(key);
+                tokio::spawn(async move {
+                    let _ = req.send().await;
+                });
+                i += 1;
+                // 50 requests a second offered: 2.5 × the limit over the usable part of a window.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            used
+        });
+        Self { task, stop }
+    }
+
+    async fn finish(self, sc: &mut Scenario, up: &EchoUpstream) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let used = self.task.await.unwrap_or_default();
+        // Requests still in flight land within their 3 s timeout.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let admitted: Vec<u64> = used.iter().map(|(id, _)| up.hits_for_key(id)).collect();
+        let over: Vec<String> = used
+            .iter()
+            .zip(&admitted)
+            .filter(|(_, n)| **n > GLOBAL_LIMIT)
+            .map(|((id, w), n)| format!("key {id} in window {w}: {n}"))
+            .collect();
+        sc.figure("global_limit_admitted_per_window", json!(admitted));
+        sc.check(
+            "a global limit was never exceeded in any window",
+            over.is_empty(),
+            if over.is_empty() {
+                format!("{} windows, at most {GLOBAL_LIMIT} admitted in each", used.len())
+            } else {
+                over.join("; ")
+            },
+        );
+    }
 }
