@@ -169,7 +169,7 @@ impl GlobalTraffic {
                 let now = wall_ms();
                 let (window, into) = (now / GLOBAL_WINDOW_MS, now % GLOBAL_WINDOW_MS);
                 let Some((id, key)) = keys.get((window - first) as usize) else { break };
-                if into < 500 || into > GLOBAL_WINDOW_MS - 1_000 {
+                if !(500..=GLOBAL_WINDOW_MS - 1_000).contains(&into) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
