@@ -12,7 +12,8 @@ pub struct Fixture {
     pub admin_key: String,
 }
 
-async fn ok(c: &TestCluster, method: reqwest::Method, path: &str, body: Value) -> Value {
+/// One admin call through node 1 that must succeed; its answer.
+pub(crate) async fn ok(c: &TestCluster, method: reqwest::Method, path: &str, body: Value) -> Value {
     let (status, reply) = c.req(1, method.clone(), path, Some(body)).await.expect("admin call");
     assert!((200..300).contains(&status), "{method} {path}: {status} {reply}");
     reply

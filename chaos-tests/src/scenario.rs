@@ -133,6 +133,11 @@ impl Observer {
         Self { samples, task }
     }
 
+    /// Elections seen since `term`: terms after it in which some node was seen leading.
+    pub fn elections_since(&self, term: u64) -> usize {
+        self.leader_terms().iter().filter(|t| **t > term).count()
+    }
+
     /// The terms in which some node was seen leading, so far.
     pub fn leader_terms(&self) -> BTreeSet<u64> {
         self.samples.lock().expect("lock").iter().filter(|s| s.state == "Leader").map(|s| s.term).collect()
@@ -312,6 +317,44 @@ pub async fn settle(mut sc: Scenario, c: &TestCluster, w: Workload, obs: Observe
     obs.check(&mut sc);
     sc.finish(c);
     (acked.len(), attempts)
+}
+
+/// Polls `done` every 50 ms until it says yes or `limit` passes; how long it took.
+pub async fn wait_until<F, Fut>(limit: Duration, mut done: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if done().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Probes writes through `ids` (in turn) for `span`, each allowed `each` to succeed, `pause`
+/// apart; (acknowledged, tried).
+pub async fn probe_writes(
+    c: &TestCluster,
+    ids: &[u64],
+    tag: &str,
+    span: Duration,
+    each: Duration,
+    pause: Duration,
+) -> (u32, u32) {
+    let started = Instant::now();
+    let (mut ok, mut tries) = (0u32, 0u32);
+    while started.elapsed() < span {
+        tries += 1;
+        if time_to_write(c, ids, &format!("{tag}-probe-{tries}"), each).await.is_some() {
+            ok += 1;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    (ok, tries)
 }
 
 /// Time until a write through `via` succeeds, up to `limit`.

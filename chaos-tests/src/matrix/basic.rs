@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::fixture::install;
 use crate::scenario::{
-    check_converged_and_durable, settle, time_to_write, Observer, Scenario, Workload, RECOVERY_BOUND,
+    check_converged_and_durable, settle, time_to_write, wait_until, Observer, Scenario, Workload, RECOVERY_BOUND,
 };
 use crate::{EchoUpstream, TestCluster};
 
@@ -195,15 +195,7 @@ pub async fn isolated_node_fences_itself() {
     };
     sc.check("serves while connected", probe("/orders/1").await == 200, "");
     c.net().isolate(victim, &ids);
-    let started = std::time::Instant::now();
-    let mut fenced_after = None;
-    while started.elapsed() < Duration::from_secs(5) {
-        if probe("/orders/1").await == 503 {
-            fenced_after = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let fenced_after = wait_until(Duration::from_secs(5), || async { probe("/orders/1").await == 503 }).await;
     sc.figure("fenced_after_ms", json!(fenced_after.map(|d| d.as_millis())));
     sc.check(
         "the isolated node stops vouching within its staleness bound",
@@ -221,15 +213,7 @@ pub async fn isolated_node_fences_itself() {
         format!("{reasons:?}"),
     );
     c.net().heal();
-    let started = std::time::Instant::now();
-    let mut back = None;
-    while started.elapsed() < Duration::from_secs(5) {
-        if probe("/orders/1").await == 200 {
-            back = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let back = wait_until(Duration::from_secs(5), || async { probe("/orders/1").await == 200 }).await;
     sc.figure("fresh_again_after_heal_ms", json!(back.map(|d| d.as_millis())));
     sc.check("vouches again after healing", back.is_some(), format!("{back:?}"));
     sc.finish(&c);

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::scenario::{settle, time_to_write, Observer, Scenario, Workload, RECOVERY_BOUND};
+use crate::scenario::{probe_writes, settle, time_to_write, Observer, Scenario, Workload, RECOVERY_BOUND};
 use crate::TestCluster;
 
-/// Waits (bounded) for the node's process to exit; its exit code.
+/// Waits (bounded) for the node's process to exit; its exit code (-1 when a signal ended it,
+/// as an injected crash's abort does).
 async fn exit_code(c: &mut TestCluster, id: u64, limit: Duration) -> Option<i32> {
     let started = Instant::now();
     while started.elapsed() < limit {
@@ -114,39 +115,19 @@ pub async fn slow_disk() {
     sc.check("a slow follower disk does not stop writes", t.is_some(), format!("{t:?}"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.nodes[&slow].set_disk_fault("");
-    let follower_elections = obs.leader_terms().iter().filter(|t| **t > term_before).count();
+    let follower_elections = obs.elections_since(term_before);
     sc.check("no election for a slow follower", follower_elections == 0, format!("{follower_elections}"));
     let leader = c.wait_leader(Duration::from_secs(5)).await.expect("a leader");
     let term_before = c.max_term().await;
     c.nodes[&leader].set_disk_fault("delay 200");
-    let started = Instant::now();
-    let mut ok = 0u32;
-    let mut tries = 0u32;
-    while started.elapsed() < Duration::from_secs(4) {
-        tries += 1;
-        if time_to_write(&c, &ids, &format!("sd-leader-{tries}"), Duration::from_secs(3)).await.is_some() {
-            ok += 1;
-        }
-    }
+    let (ok, tries) =
+        probe_writes(&c, &ids, "sd-leader", Duration::from_secs(4), Duration::from_secs(3), Duration::ZERO).await;
     c.nodes[&leader].set_disk_fault("");
-    let elections = obs.leader_terms().iter().filter(|t| **t > term_before).count();
+    let elections = obs.elections_since(term_before);
     sc.figure("slow_leader", json!({ "probe_writes_ok": ok, "tries": tries, "elections": elections }));
     sc.check("writes go on with a slow leader disk", ok * 2 >= tries, format!("{ok} of {tries}"));
     sc.check("no election storm with a slow leader disk", elections <= 1, format!("{elections} elections"));
     settle(sc, &c, w, obs).await;
-}
-
-/// Waits (bounded) until the node's process is gone, whatever the cause (an injected crash
-/// aborts it, so there is no exit code).
-async fn exited(c: &mut TestCluster, id: u64, limit: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if c.node(id).exited().is_some() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 /// Row 16 and R16: crashes at every durability boundary — just before and just after a log
@@ -170,13 +151,13 @@ pub async fn crash_at_durability_boundaries() {
             if point == "vote" {
                 // A vote is written when an election starts: kill the leader to cause one.
                 c.node(leader).kill();
-                let crashed = exited(&mut c, victim, Duration::from_secs(10)).await;
+                let crashed = exit_code(&mut c, victim, Duration::from_secs(10)).await.is_some();
                 c.node(leader).restart();
                 crashes.push(json!({ "fault": format!("{when} {point}"), "node": victim, "crashed": crashed }));
             } else {
                 let live: Vec<u64> = ids.iter().copied().filter(|i| *i != victim).collect();
                 let _ = time_to_write(&c, &live, &format!("cb-{when}-{point}"), Duration::from_secs(3)).await;
-                let crashed = exited(&mut c, victim, Duration::from_secs(10)).await;
+                let crashed = exit_code(&mut c, victim, Duration::from_secs(10)).await.is_some();
                 crashes.push(json!({ "fault": format!("{when} {point}"), "node": victim, "crashed": crashed }));
             }
             c.node(victim).set_disk_fault("");
@@ -194,7 +175,7 @@ pub async fn crash_at_durability_boundaries() {
         }
         c.node(victim).set_disk_fault(&format!("{when} install"));
         c.node(victim).restart();
-        let crashed = exited(&mut c, victim, Duration::from_secs(15)).await;
+        let crashed = exit_code(&mut c, victim, Duration::from_secs(15)).await.is_some();
         crashes.push(json!({ "fault": format!("{when} install"), "node": victim, "crashed": crashed }));
         c.node(victim).set_disk_fault("");
         c.node(victim).restart();

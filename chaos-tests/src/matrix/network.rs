@@ -2,24 +2,21 @@
 //! 5 nodes, losing the majority, and partitions that flap (../shared/reference/faults.md rows 4
 //! on 5 nodes, 6, 7, 8, 9, 10 and R11).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::faultnet::Degradation;
 use crate::fixture::install;
-use crate::scenario::{settle, time_to_write, KeyWorkload, Observer, Scenario, Workload, RECOVERY_BOUND};
+use crate::scenario::{
+    probe_writes, settle, time_to_write, wait_until, KeyWorkload, Observer, Scenario, Workload, RECOVERY_BOUND,
+};
 use crate::{EchoUpstream, TestCluster};
 
 async fn cluster(n: u64) -> TestCluster {
     let c = TestCluster::start_with_faults(n, &[]).await.expect("cluster starts");
     c.wait_leader(Duration::from_secs(10)).await.expect("a leader");
     c
-}
-
-/// Elections seen by the observer since `before` (terms in which some node led).
-fn elections_since(obs: &Observer, before: u64) -> usize {
-    obs.leader_terms().iter().filter(|t| **t > before).count()
 }
 
 /// Row 9: 10 % loss (each lost segment costs a 200 ms retransmission) and a little jitter on
@@ -46,16 +43,9 @@ pub async fn packet_loss() {
             seed,
         },
     );
-    let started = Instant::now();
-    let mut ok = 0u32;
-    let mut tries = 0u32;
-    while started.elapsed() < Duration::from_secs(6) {
-        tries += 1;
-        if time_to_write(&c, &ids, &format!("pl-probe-{tries}"), Duration::from_secs(3)).await.is_some() {
-            ok += 1;
-        }
-    }
-    let elections = elections_since(&obs, term_before);
+    let (ok, tries) =
+        probe_writes(&c, &ids, "pl", Duration::from_secs(6), Duration::from_secs(3), Duration::ZERO).await;
+    let elections = obs.elections_since(term_before);
     c.net().heal();
     sc.figure("loss_probe_writes", json!({ "ok": ok, "tries": tries }));
     sc.figure("elections_during_loss", json!(elections));
@@ -103,7 +93,9 @@ pub async fn latency_and_spikes() {
     let t = time_to_write(&c, &ids, "lat-slow", Duration::from_secs(8)).await;
     sc.check("writable with 100 ms links", t.is_some(), format!("{t:?}"));
     sc.figure("write_with_100ms_links_ms", json!(t.map(|t| t.as_millis())));
-    let (ok, tries) = probe_writes(&c, &ids, "lat-probe", Duration::from_secs(4)).await;
+    let (ok, tries) =
+        probe_writes(&c, &ids, "lat-probe", Duration::from_secs(4), Duration::from_secs(2), Duration::from_millis(100))
+            .await;
     sc.figure("probe_writes_100ms_links", json!({ "ok": ok, "tries": tries }));
     sc.check("writes keep succeeding with 100 ms links", ok * 10 >= tries * 7, format!("{ok} of {tries}"));
     let leader = c.wait_leader(Duration::from_secs(10)).await.expect("a leader");
@@ -139,8 +131,10 @@ pub async fn one_way_leader_to_follower() {
     // A write through the deaf node is forwarded and committed, but that node cannot apply it
     // (it hears nothing from the leader), so it cannot answer 2xx: probe through the others.
     let live: Vec<u64> = ids.iter().copied().filter(|i| *i != deaf).collect();
-    let (ok, tries) = probe_writes(&c, &live, "owr", Duration::from_secs(6)).await;
-    let elections = elections_since(&obs, term_before);
+    let (ok, tries) =
+        probe_writes(&c, &live, "owr", Duration::from_secs(6), Duration::from_secs(2), Duration::from_millis(100))
+            .await;
+    let elections = obs.elections_since(term_before);
     c.net().heal();
     sc.figure("probe_writes", json!({ "ok": ok, "tries": tries }));
     sc.figure("elections_during_cut", json!(elections));
@@ -169,8 +163,10 @@ pub async fn one_way_follower_mute() {
     }
     // Writes through the mute node cannot be forwarded (it reaches no one); the others take them.
     let live: Vec<u64> = ids.iter().copied().filter(|i| *i != mute).collect();
-    let (ok, tries) = probe_writes(&c, &live, "ows", Duration::from_secs(5)).await;
-    let elections = elections_since(&obs, term_before);
+    let (ok, tries) =
+        probe_writes(&c, &live, "ows", Duration::from_secs(5), Duration::from_secs(2), Duration::from_millis(100))
+            .await;
+    let elections = obs.elections_since(term_before);
     c.net().heal();
     sc.figure("probe_writes", json!({ "ok": ok, "tries": tries }));
     sc.check("writes go on", ok == tries, format!("{ok} of {tries} probes written within 2 s"));
@@ -259,15 +255,10 @@ pub async fn majority_loss() {
     sc.check("the survivor still authenticates at once", first == 200, format!("{first}"));
     let t = time_to_write(&c, &[survivor], "ml-survivor", Duration::from_secs(3)).await;
     sc.check("the survivor acknowledges no write", t.is_none(), format!("{t:?}"));
-    let started = Instant::now();
-    let mut fenced = None;
-    while started.elapsed() < Duration::from_secs(5) {
-        if http.get(&url).bearer_auth(&f.reader_key).send().await.expect("proxy answers").status() == 503 {
-            fenced = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let fenced = wait_until(Duration::from_secs(5), || async {
+        http.get(&url).bearer_auth(&f.reader_key).send().await.expect("proxy answers").status() == 503
+    })
+    .await;
     sc.check("the survivor fails closed once its policy is stale", fenced.is_some(), format!("{fenced:?}"));
     for &d in &dead {
         c.node(d).restart();
@@ -311,18 +302,4 @@ pub async fn flapping_partitions() {
     );
     kw.finish(&mut sc).await;
     settle(sc, &c, w, obs).await;
-}
-
-/// Probes writes through every node in turn for `span`; counts those acknowledged within 2 s.
-async fn probe_writes(c: &TestCluster, ids: &[u64], tag: &str, span: Duration) -> (u32, u32) {
-    let started = Instant::now();
-    let (mut ok, mut tries) = (0u32, 0u32);
-    while started.elapsed() < span {
-        tries += 1;
-        if time_to_write(c, ids, &format!("{tag}-probe-{tries}"), Duration::from_secs(2)).await.is_some() {
-            ok += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (ok, tries)
 }

@@ -28,7 +28,7 @@ pub async fn follower_paused_then_resumed() {
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     c.node(frozen).resume();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let elections = obs.leader_terms().iter().filter(|t| **t > term_before).count();
+    let elections = obs.elections_since(term_before);
     sc.check("no leader change", elections == 0, format!("{elections} elections"));
     settle(sc, &c, w, obs).await;
 }
@@ -64,7 +64,7 @@ pub async fn rolling_restart() {
         c.node(id).restart();
         c.wait_ready(Duration::from_secs(20)).await.expect("ready again");
     }
-    let elections = obs.leader_terms().iter().filter(|t| **t > term_before).count();
+    let elections = obs.elections_since(term_before);
     sc.figure("write_unavailability_ms", json!(outages));
     sc.check("one election at most, for the leader's restart", elections <= 1, format!("{elections} elections"));
     settle(sc, &c, w, obs).await;
