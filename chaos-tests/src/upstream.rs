@@ -19,7 +19,8 @@ pub struct EchoUpstream {
     pub addr: std::net::SocketAddr,
     hits: Arc<AtomicU64>,
     last: Arc<Mutex<Value>>,
-    by_key: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// When (wall ms) each request of a key arrived, by `x-gateway-key-id`.
+    by_key: Arc<Mutex<BTreeMap<String, Vec<u64>>>>,
     task: Arc<tokio::task::JoinHandle<()>>,
 }
 
@@ -27,14 +28,20 @@ pub struct EchoUpstream {
 struct Counters {
     hits: Arc<AtomicU64>,
     last: Arc<Mutex<Value>>,
-    by_key: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// When (wall ms) each request of a key arrived, by `x-gateway-key-id`.
+    by_key: Arc<Mutex<BTreeMap<String, Vec<u64>>>>,
+}
+
+#[allow(clippy::disallowed_methods, reason = "the test upstream stamps arrivals to bucket them by window")]
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 async fn echo(req: Request<Incoming>, c: Counters) -> Result<Response<Full<Bytes>>, Infallible> {
     let Counters { hits, last, by_key } = c;
     hits.fetch_add(1, Ordering::SeqCst);
     if let Some(id) = req.headers().get("x-gateway-key-id").and_then(|v| v.to_str().ok()) {
-        *by_key.lock().expect("lock").entry(id.to_string()).or_default() += 1;
+        by_key.lock().expect("lock").entry(id.to_string()).or_default().push(wall_ms());
     }
     let (parts, body) = req.into_parts();
     let mut headers = BTreeMap::new();
@@ -91,7 +98,17 @@ impl EchoUpstream {
 
     /// Requests that reached the upstream with this `x-gateway-key-id`.
     pub fn hits_for_key(&self, key_id: &str) -> u64 {
-        self.by_key.lock().expect("lock").get(key_id).copied().unwrap_or(0)
+        self.by_key.lock().expect("lock").get(key_id).map_or(0, |t| t.len() as u64)
+    }
+
+    /// Requests of this key by the epoch-aligned window (of `window_ms`) they arrived in:
+    /// window number → count.
+    pub fn hits_for_key_by_window(&self, key_id: &str, window_ms: u64) -> BTreeMap<u64, u64> {
+        let mut out = BTreeMap::new();
+        for t in self.by_key.lock().expect("lock").get(key_id).into_iter().flatten() {
+            *out.entry(t / window_ms).or_default() += 1;
+        }
+        out
     }
 
     /// The echo of the last request that reached the upstream.
