@@ -10,7 +10,9 @@ use axum::extract::{Query, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Json;
-use raftgate_proxy::audit::{AuditEvent, AuditQueue};
+use std::sync::atomic::Ordering;
+
+use raftgate_proxy::audit::{AuditEvent, AuditQueue, AuditStats};
 use raftgate_raft::cluster::Cluster;
 use raftgate_raft::network::server::{open, reply};
 use raftgate_storage::AuditLog;
@@ -35,40 +37,63 @@ pub const RAFT_AUDIT_PATH: &str = "/raft/audit";
 /// was the largest single cost on the proxy path). Events are visible in queries within it.
 const WRITE_INTERVAL: Duration = Duration::from_millis(5);
 
-/// Drains the queue into the store until the queue closes and is empty.
-pub async fn writer(log: Arc<AuditLog>, mut rx: mpsc::Receiver<AuditEvent>) {
+/// Longest pause between retries of a batch the store refused.
+const RETRY_INTERVAL_MAX: Duration = Duration::from_secs(1);
+
+/// Drains the queue into the store until the queue closes and is empty. A batch the store
+/// refuses is kept and retried (backing off to once a second) before anything more is taken
+/// from the queue, so a full or failing audit disk costs the queue's bound in memory and then
+/// counted drops, never a silent loss.
+pub async fn writer(log: Arc<AuditLog>, mut rx: mpsc::Receiver<AuditEvent>, stats: Arc<AuditStats>) {
     let mut tick = tokio::time::interval(WRITE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut retry_in = WRITE_INTERVAL;
+    let mut closed = false;
     loop {
         tick.tick().await;
-        let mut closed = false;
-        let mut bodies = Vec::new();
-        loop {
-            match rx.try_recv() {
-                Ok(e) => {
-                    if let Ok(b) = raftgate_storage::encode(&e) {
-                        bodies.push(b);
+        if held.is_empty() {
+            loop {
+                match rx.try_recv() {
+                    Ok(e) => {
+                        if let Ok(b) = raftgate_storage::encode(&e) {
+                            held.push(b);
+                        }
+                        if held.len() == WRITE_BATCH_LEN_MAX {
+                            break;
+                        }
                     }
-                    if bodies.len() == WRITE_BATCH_LEN_MAX {
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
                         break;
                     }
                 }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
             }
         }
-        if !bodies.is_empty() {
-            let log = log.clone();
-            match tokio::task::spawn_blocking(move || log.append(&bodies)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "audit write failed"),
+        if !held.is_empty() {
+            let (l, bodies) = (log.clone(), std::mem::take(&mut held));
+            match tokio::task::spawn_blocking(move || l.append(&bodies).map_err(|e| (e, bodies))).await {
+                Ok(Ok(_)) => retry_in = WRITE_INTERVAL,
+                Ok(Err((e, bodies))) => {
+                    let errors = stats.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    if errors.is_power_of_two() || retry_in >= RETRY_INTERVAL_MAX {
+                        tracing::error!(error = %e, errors, held = bodies.len(), "audit write failed; retrying");
+                    }
+                    held = bodies;
+                    if closed {
+                        // Shutting down with the store refusing: these are lost, and counted.
+                        stats.dropped.fetch_add(held.len() as u64, Ordering::Relaxed);
+                        return;
+                    }
+                    tokio::time::sleep(retry_in).await;
+                    retry_in = (retry_in * 2).min(RETRY_INTERVAL_MAX);
+                    continue;
+                }
                 Err(e) => tracing::error!(error = %e, "audit writer task failed"),
             }
         }
-        if closed {
+        if closed && held.is_empty() {
             return;
         }
     }
@@ -286,6 +311,7 @@ pub fn verify_offline(data_dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// The queue's figures for `/metrics`.
-pub fn queue_figures(q: &AuditQueue) -> (i64, i64) {
-    (q.depth() as i64, q.stats().dropped.load(std::sync::atomic::Ordering::Relaxed) as i64)
+pub fn queue_figures(q: &AuditQueue) -> (i64, i64, i64) {
+    let stats = q.stats();
+    (q.depth() as i64, stats.dropped.load(Ordering::Relaxed) as i64, stats.write_errors.load(Ordering::Relaxed) as i64)
 }

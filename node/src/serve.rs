@@ -89,7 +89,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let audit_log =
         Arc::new(raftgate_storage::AuditLog::open(&config.data_dir.join("audit")).context("opening the audit store")?);
     let (audit_queue, audit_rx) = AuditQueue::new(AUDIT_QUEUE_LEN_MAX);
-    let audit_writer = tokio::spawn(crate::audit::writer(audit_log.clone(), audit_rx));
+    let audit_writer = tokio::spawn(crate::audit::writer(audit_log.clone(), audit_rx, audit_queue.stats_handle()));
     let fresh = Arc::new(Freshness::new());
     let gateway = Arc::new(Gateway::new(
         GatewayConfig {

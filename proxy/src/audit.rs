@@ -1,9 +1,13 @@
 //! Audit events and the bounded queue that takes them off the request path.
 //!
 //! Overflow policy: when the queue is full the newest event is dropped and counted
-//! (`raftgate_audit_dropped_total`), and a warning is logged at most once a second. The request
+//! (`raftgate_audit_dropped`), and a warning is logged at most once a second. The request
 //! is never delayed by the audit trail. The writer behind the queue (in `node`) hash-chains the
-//! events into the node's append-only audit store.
+//! events into the node's append-only audit store. When the store cannot be written (a full or
+//! failing disk), the writer keeps the batch it holds and retries it, counting each failure
+//! (`raftgate_audit_write_errors`); it takes nothing more from the queue meanwhile, so
+//! the queue fills and further events meet the overflow policy above. Nothing is dropped
+//! without being counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,6 +52,8 @@ pub struct AuditQueue {
 #[derive(Debug, Default)]
 pub struct AuditStats {
     pub dropped: AtomicU64,
+    /// Failed writes to the audit store (each retried).
+    pub write_errors: AtomicU64,
     pub enqueued: AtomicU64,
     last_warn_s: AtomicU64,
 }
@@ -80,5 +86,11 @@ impl AuditQueue {
 
     pub fn stats(&self) -> &AuditStats {
         &self.stats
+    }
+
+    /// The figures, shared with the writer (which must not hold a sender: the queue closes
+    /// when the last sender goes).
+    pub fn stats_handle(&self) -> Arc<AuditStats> {
+        self.stats.clone()
     }
 }

@@ -39,6 +39,8 @@ pub enum AuditError {
     Db(#[from] rocksdb::Error),
     #[error("audit store: {0}")]
     Codec(#[from] CodecError),
+    #[error("audit store: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Where and how a chain is broken.
@@ -95,6 +97,7 @@ impl AuditLog {
 
     /// Appends bodies in order; returns the sequence number of the last one.
     pub fn append(&self, bodies: &[Vec<u8>]) -> Result<u64, AuditError> {
+        crate::faults::before(crate::faults::Point::Audit)?;
         let mut guard = self.head.lock().expect("audit head lock");
         let (mut head, last_sync) = *guard;
         let mut batch = WriteBatch::default();

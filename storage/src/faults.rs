@@ -13,6 +13,8 @@
 //!   power cut or SIGKILL would leave it) just before or just after the write at `point`:
 //!   `append`, `vote`, `committed`, `truncate`, `purge` (synced), `apply` (a state
 //!   machine batch), `install` (a snapshot install).
+//! - `audit-eio` or `audit-delay <ms>`: only the audit store's writes fail or slow down (an
+//!   audit disk that is full or slow while the Raft store is fine).
 //!
 //! A slow write blocks the calling thread, exactly as RocksDB's own synced write does.
 
@@ -43,6 +45,8 @@ pub(crate) enum Point {
     Purge,
     Apply,
     Install,
+    /// A write to the audit store.
+    Audit,
 }
 
 impl Point {
@@ -55,11 +59,12 @@ impl Point {
             Point::Purge => "purge",
             Point::Apply => "apply",
             Point::Install => "install",
+            Point::Audit => "audit",
         }
     }
 
     fn synced(self) -> bool {
-        self != Point::Apply
+        !matches!(self, Point::Apply | Point::Audit)
     }
 }
 
@@ -70,6 +75,8 @@ enum Fault {
     Delay(Duration),
     CrashBefore(String),
     CrashAfter(String),
+    AuditEio,
+    AuditDelay(Duration),
 }
 
 fn parse(text: &str) -> Option<Fault> {
@@ -80,6 +87,8 @@ fn parse(text: &str) -> Option<Fault> {
         "delay" => words.next()?.parse().ok().map(|ms| Fault::Delay(Duration::from_millis(ms))),
         "crash-before" => words.next().map(|p| Fault::CrashBefore(p.to_string())),
         "crash-after" => words.next().map(|p| Fault::CrashAfter(p.to_string())),
+        "audit-eio" => Some(Fault::AuditEio),
+        "audit-delay" => words.next()?.parse().ok().map(|ms| Fault::AuditDelay(Duration::from_millis(ms))),
         _ => None,
     }
 }
@@ -103,6 +112,11 @@ pub(crate) fn before(point: Point) -> Result<(), std::io::Error> {
         Some(Fault::Eio) if point.synced() => Err(std::io::Error::from_raw_os_error(5)),
         Some(Fault::Enospc) if point.synced() => Err(std::io::Error::from_raw_os_error(28)),
         Some(Fault::Delay(d)) if point.synced() => {
+            std::thread::sleep(d);
+            Ok(())
+        }
+        Some(Fault::AuditEio) if point == Point::Audit => Err(std::io::Error::from_raw_os_error(5)),
+        Some(Fault::AuditDelay(d)) if point == Point::Audit => {
             std::thread::sleep(d);
             Ok(())
         }
@@ -134,5 +148,7 @@ mod tests {
         assert_eq!(parse("nonsense"), None);
         assert_eq!(parse("crash-after append"), Some(Fault::CrashAfter("append".into())));
         assert_eq!(parse("crash-before"), None);
+        assert_eq!(parse("audit-eio"), Some(Fault::AuditEio));
+        assert_eq!(parse("audit-delay 50"), Some(Fault::AuditDelay(Duration::from_millis(50))));
     }
 }

@@ -159,9 +159,15 @@ pub async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let v = state.cluster.view.load();
     gauge(&mut registry, "keys", "API keys in the replicated state", v.policy.keys.len() as i64);
     gauge(&mut registry, "consumers", "Consumers in the replicated state", v.policy.consumers.len() as i64);
-    let (depth, dropped) = crate::audit::queue_figures(&state.audit_queue);
+    let (depth, dropped, write_errors) = crate::audit::queue_figures(&state.audit_queue);
     gauge(&mut registry, "audit_queue_depth", "Audit events waiting to be written", depth);
     gauge(&mut registry, "audit_dropped", "Audit events dropped because the queue was full (total)", dropped);
+    gauge(
+        &mut registry,
+        "audit_write_errors",
+        "Failed writes to the audit store, each retried (total; a full or failing audit disk)",
+        write_errors,
+    );
     state.gateway.metrics.register(&mut registry);
     state.gateway.limits.global.metrics.register(&mut registry);
     let mut out = String::new();
