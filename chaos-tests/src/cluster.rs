@@ -14,9 +14,10 @@ pub const ADMIN_TOKEN: &str = "chaos-tests-admin-token-0123456789abcdef";
 pub struct TestCluster {
     /// The fault-injecting network between the nodes, when started with one.
     pub net: Option<crate::faultnet::FaultNet>,
+    /// Dropped (nodes killed, their disks unmounted) before `dir` is removed.
+    pub nodes: BTreeMap<u64, NodeProc>,
     /// Holds the data dirs and logs; removed when the cluster is dropped.
     pub dir: tempfile::TempDir,
-    pub nodes: BTreeMap<u64, NodeProc>,
     pub token_file: std::path::PathBuf,
     http: reqwest::Client,
     /// Extra `serve` flags for every node (timeouts, snapshot policy).
@@ -30,17 +31,23 @@ impl TestCluster {
     /// Starts `n` nodes with the same `--peers` list and waits until the cluster answers
     /// authenticated admin calls.
     pub async fn start(n: u64, extra: &[&str]) -> anyhow::Result<Self> {
-        Self::start_inner(n, extra, false).await
+        Self::start_inner(n, extra, false, false).await
+    }
+
+    /// Like [`Self::start`], with every node's data dir on a disk that can lose power
+    /// ([`crate::powerfs`]; needs root).
+    pub async fn start_on_power_loss_disks(n: u64, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_inner(n, extra, false, true).await
     }
 
     /// Like [`Self::start`], with every node-to-node link running through a [`FaultNet`].
     ///
     /// [`FaultNet`]: crate::faultnet::FaultNet
     pub async fn start_with_faults(n: u64, extra: &[&str]) -> anyhow::Result<Self> {
-        Self::start_inner(n, extra, true).await
+        Self::start_inner(n, extra, true, false).await
     }
 
-    async fn start_inner(n: u64, extra: &[&str], faulty: bool) -> anyhow::Result<Self> {
+    async fn start_inner(n: u64, extra: &[&str], faulty: bool, power: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let token_file = dir.path().join("admin-token");
         std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n"))?;
@@ -65,6 +72,9 @@ impl TestCluster {
             let mut args = base.clone();
             if c.net.is_some() {
                 args.extend(["--raft-source-ip".to_string(), crate::faultnet::source_ip(id).to_string()]);
+            }
+            if power {
+                c.node(id).use_power_loss_disk()?;
             }
             c.node(id).start(&args);
         }
@@ -140,6 +150,13 @@ impl TestCluster {
     }
 
     /// `/v1/health` of node `id`, if it answers.
+    /// One sample (no labels) from node `id`'s `/metrics`, if it answers and has it.
+    pub async fn metric(&self, id: u64, name: &str) -> Option<f64> {
+        let url = format!("{}/metrics", self.nodes.get(&id)?.admin_url());
+        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     pub async fn health(&self, id: u64) -> Option<Value> {
         let node = self.nodes.get(&id)?;
         let resp = self

@@ -12,6 +12,7 @@ pub mod fixture;
 pub mod linearizability;
 pub mod matrix;
 pub mod node;
+pub mod powerfs;
 pub mod raw;
 pub mod scenario;
 pub mod upstream;

@@ -56,6 +56,8 @@ pub struct NodeProc {
     pub skew_file: PathBuf,
     /// The data dir is a small tmpfs this harness mounted (unmounted on drop).
     small_disk: bool,
+    /// The data dir is a power-loss disk (`powerfs`) over `<data dir>.platter`.
+    power: Option<crate::powerfs::PowerFs>,
 }
 
 impl NodeProc {
@@ -73,6 +75,7 @@ impl NodeProc {
             fault_file: root.join(format!("node{id}.disk-faults")),
             skew_file: root.join(format!("node{id}.clock-skew")),
             small_disk: false,
+            power: None,
         }
     }
 
@@ -236,6 +239,45 @@ impl NodeProc {
         anyhow::ensure!(copied.success(), "copying the data dir onto the small disk failed");
         std::fs::remove_dir_all(&old)?;
         Ok(())
+    }
+
+    /// Puts the (stopped) node's data dir on a disk that can lose power (see
+    /// [`crate::powerfs`]): what the node wrote moves to `<data dir>.platter`, and the data dir
+    /// becomes a FUSE view of it that keeps unsynced writes in memory. Needs root.
+    pub fn use_power_loss_disk(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "stop node {} before changing its disk", self.id);
+        anyhow::ensure!(self.power.is_none(), "node {} is already on a power-loss disk", self.id);
+        let platter = self.data_dir.with_extension("platter");
+        std::fs::create_dir_all(&self.data_dir)?;
+        std::fs::rename(&self.data_dir, &platter)?;
+        std::fs::create_dir_all(&self.data_dir)?;
+        match crate::powerfs::PowerFs::mount(&platter, &self.data_dir) {
+            Ok(fs) => {
+                self.power = Some(fs);
+                Ok(())
+            }
+            Err(e) => {
+                std::fs::remove_dir(&self.data_dir)?;
+                std::fs::rename(&platter, &self.data_dir)?;
+                anyhow::bail!("mounting the power-loss disk failed (needs root and /dev/fuse): {e}")
+            }
+        }
+    }
+
+    /// Bytes the node wrote and has not synced yet (0 off a power-loss disk).
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.power.as_ref().map_or(0, crate::powerfs::PowerFs::unsynced_bytes)
+    }
+
+    /// The node loses power: the process dies (SIGKILL) and its disk keeps only what was
+    /// synced, or with `tear`, also a random prefix of what was not (a torn tail). Power comes
+    /// back at once; the node stays down until [`Self::restart`].
+    pub fn power_cut(&mut self, tear: Option<&mut dyn rand::RngCore>) -> anyhow::Result<crate::powerfs::CutReport> {
+        self.kill();
+        let fs = self.power.as_mut().ok_or_else(|| anyhow::anyhow!("node {} is not on a power-loss disk", self.id))?;
+        let report = fs.cut(tear);
+        fs.restore_power()?;
+        Ok(report)
     }
 
     /// Fills the node's disk with a filler file until the filesystem refuses more.

@@ -380,6 +380,7 @@ pub async fn time_to_write(c: &TestCluster, via: &[u64], tag: &str, limit: Durat
 pub struct KeyWorkload {
     stop: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<KeyLog>,
+    proxies: Vec<String>,
 }
 
 #[derive(Default)]
@@ -388,6 +389,8 @@ struct KeyLog {
     ops: BTreeMap<&'static str, (u64, u64, u64)>,
     revokes_checked: u64,
     violations: Vec<String>,
+    /// Keys whose revoke returned 200 (id, secret): checked again once the scenario healed.
+    revoked: Vec<(String, String)>,
 }
 
 impl KeyLog {
@@ -407,6 +410,7 @@ impl KeyWorkload {
         let proxy: Vec<String> = c.nodes.values().map(|n| n.proxy_url()).collect();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let st = stop.clone();
+        let proxies = proxy.clone();
         let task = tokio::spawn(async move {
             let http = reqwest::Client::builder().timeout(Duration::from_secs(12)).build().expect("client");
             let mut rng = StdRng::seed_from_u64(seed);
@@ -451,6 +455,7 @@ impl KeyWorkload {
                         if s == Some(200) {
                             // Final on every node from the moment it returned.
                             log.revokes_checked += 1;
+                            log.revoked.push((id.clone(), key.clone()));
                             for p in &proxy {
                                 if let Ok(r) = http.get(format!("{p}/orders/{i}")).bearer_auth(&key).send().await {
                                     if r.status() == 200 {
@@ -491,13 +496,25 @@ impl KeyWorkload {
             }
             log
         });
-        Self { stop, task }
+        Self { stop, task, proxies }
     }
 
-    /// Stops the workload and checks: no node accepted a key after its revoke returned.
+    /// Stops the workload and checks: no node accepted a key after its revoke returned, then
+    /// or now (after every fault of the scenario: crashes, power cuts, restarts).
     pub async fn finish(self, sc: &mut Scenario) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let log = self.task.await.unwrap_or_default();
+        let mut log = self.task.await.unwrap_or_default();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+        // Bounded: the workload revokes at most one key per round.
+        for (id, key) in &log.revoked {
+            for p in &self.proxies {
+                if let Ok(r) = http.get(format!("{p}/orders/final")).bearer_auth(key).send().await {
+                    if r.status() == 200 {
+                        log.violations.push(format!("{p} accepted revoked key {id} after the scenario healed"));
+                    }
+                }
+            }
+        }
         let ops: BTreeMap<&str, Value> = log
             .ops
             .iter()
@@ -508,7 +525,7 @@ impl KeyWorkload {
             "no node accepted a key after its revoke returned",
             log.violations.is_empty(),
             if log.violations.is_empty() {
-                format!("{} revokes checked on every node", log.revokes_checked)
+                format!("{} revokes checked on every node, then and at the end", log.revokes_checked)
             } else {
                 log.violations.join("; ")
             },

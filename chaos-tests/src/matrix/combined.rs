@@ -115,7 +115,7 @@ pub async fn combined_chaos(nodes: u64, span: Duration) {
 /// above it through random nodes: one key per window, sent only well inside its window (from
 /// 0.5 s after it starts to 1 s before it ends, by this machine's clock, which is the
 /// cluster's). The check counts each key's arrivals at the upstream per window.
-struct GlobalTraffic {
+pub(crate) struct GlobalTraffic {
     task: tokio::task::JoinHandle<Vec<(String, u64)>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -129,7 +129,7 @@ fn wall_ms() -> u64 {
 }
 
 impl GlobalTraffic {
-    async fn start(c: &TestCluster, upstream: &str, span: Duration) -> Self {
+    pub(crate) async fn start(c: &TestCluster, upstream: &str, span: Duration) -> Self {
         use reqwest::Method;
         ok(
             c,
@@ -187,7 +187,7 @@ impl GlobalTraffic {
         Self { task, stop }
     }
 
-    async fn finish(self, sc: &mut Scenario, up: &EchoUpstream) {
+    pub(crate) async fn finish(self, sc: &mut Scenario, up: &EchoUpstream) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let used = self.task.await.unwrap_or_default();
         // Requests still in flight land within their 3 s timeout.
