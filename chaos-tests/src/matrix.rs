@@ -12,8 +12,10 @@ pub mod basic;
 pub mod clock;
 pub mod cluster;
 pub mod combined;
+pub mod dataplane;
 pub mod disk;
 pub mod network;
+pub mod power;
 pub mod process;
 
 use std::future::Future;
@@ -61,6 +63,8 @@ pub const ALL: &[Entry] = &[
     entry!("sync_failure_on_leader", "13, 14, R6", false, disk::sync_failure_on_leader),
     entry!("slow_disk", "15, R8", false, disk::slow_disk),
     entry!("crash_at_durability_boundaries", "16, R2, R16", false, disk::crash_at_durability_boundaries),
+    entry!("power_loss_one_node", "R2, R4", true, power::power_loss_one_node),
+    entry!("power_loss_whole_cluster", "R3, R4, I6, I7", false, power::power_loss_whole_cluster),
     entry!("leader_clock_jumps", "17, R12", false, clock::leader_clock_jumps),
     entry!("membership_change_under_writes", "18, R14", true, result cluster::members_join_and_leave_while_writes_go_on),
     entry!("snapshot_catch_up", "19", true, result cluster::follower_that_missed_compaction_catches_up_by_snapshot),
@@ -68,6 +72,8 @@ pub const ALL: &[Entry] = &[
     entry!("whole_cluster_restart", "R3", true, result cluster::whole_cluster_restart_keeps_everything),
     entry!("linearizable_reads_through_followers", "I2", true, result cluster::write_through_follower_is_readable_linearizably_on_every_node),
     entry!("flapping_partitions", "R11", false, network::flapping_partitions),
+    entry!("audit_sink_slow_then_failing", "R20, J5", false, dataplane::audit_sink_slow_then_failing),
+    entry!("data_plane_flood_during_raft_ops", "R21", false, dataplane::data_plane_flood_during_raft_ops),
     entry!("revoke_under_partition", "R17, I6", true, basic::revoke_under_partition_is_never_falsely_final),
     entry!("revoke_with_paused_follower", "I6", true, basic::revoke_with_a_paused_follower),
     entry!("isolated_node_fences_itself", "I6 (fail closed), R9", true, basic::isolated_node_fences_itself),
