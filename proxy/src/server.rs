@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::gateway::Gateway;
 
@@ -98,10 +98,15 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Serves on `threads` dedicated threads, each a single-threaded runtime accepting from the
-/// same listener: a request, its upstream connection and its response stay on one thread (no
-/// cross-thread wake-ups on the hot path), and data-plane load cannot starve the runtime that
-/// runs Raft heartbeats. Returns once every thread has drained after `shutdown`.
+/// Serves on `threads` dedicated threads, each a single-threaded runtime: a request, its
+/// upstream connection and its response stay on one thread (no cross-thread wake-ups on the
+/// hot path), and data-plane load cannot starve the runtime that runs Raft heartbeats.
+///
+/// One accept loop (on the first thread) deals accepted connections to the threads in turn.
+/// Letting every thread accept from the shared listener instead left the balance to whichever
+/// thread woke first: under load one thread took nearly every connection and the other cores
+/// idled (measured: 714 against 78 CPU ticks over 8 s with 64 keep-alive connections). Returns
+/// once every thread has drained after `shutdown`.
 pub async fn serve_threads(
     listener: std::net::TcpListener,
     gateway: Arc<Gateway>,
@@ -112,26 +117,21 @@ pub async fn serve_threads(
         if cfg.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.threads };
     let permits = Arc::new(Semaphore::new(cfg.connections_max));
     let per_ip = Arc::new(PerIp::default());
+    let (queues, receivers): (Vec<_>, Vec<_>) = (0..threads).map(|_| mpsc::unbounded_channel::<Accepted>()).unzip();
+    let mut acceptor = Some(Acceptor { listener, queues, permits, per_ip });
     let mut done = Vec::new();
-    for i in 0..threads {
+    for (i, queue) in receivers.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         done.push(rx);
-        let listener = match listener.try_clone() {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot share the proxy listener");
-                break;
-            }
-        };
-        let (gateway, cfg, shutdown, permits, per_ip) =
-            (gateway.clone(), cfg.clone(), shutdown.clone(), permits.clone(), per_ip.clone());
+        let acceptor = acceptor.take();
+        let (gateway, cfg, shutdown) = (gateway.clone(), cfg.clone(), shutdown.clone());
         let spawned = std::thread::Builder::new().name(format!("proxy-{i}")).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("proxy runtime");
             rt.block_on(async move {
-                match TcpListener::from_std(listener) {
-                    Ok(l) => serve_on(l, gateway, cfg, shutdown, permits, per_ip).await,
-                    Err(e) => tracing::error!(error = %e, "proxy listener"),
+                if let Some(a) = acceptor {
+                    tokio::spawn(a.run(gateway.clone(), cfg.connections_per_ip_max, shutdown.clone()));
                 }
+                serve_connections(queue, gateway, cfg, shutdown).await;
             });
             let _ = tx.send(());
         });
@@ -144,14 +144,87 @@ pub async fn serve_threads(
     }
 }
 
-/// One thread's accept loop; serves until `shutdown`, then drains within the grace period.
-async fn serve_on(
-    listener: TcpListener,
+/// An accepted connection on its way to a proxy thread, with the slots it holds.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    ip_slot: Option<IpSlot>,
+}
+
+/// The accept loop: caps, then round-robin over the threads' queues.
+struct Acceptor {
+    listener: std::net::TcpListener,
+    queues: Vec<mpsc::UnboundedSender<Accepted>>,
+    permits: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+}
+
+impl Acceptor {
+    async fn run(self, gateway: Arc<Gateway>, per_ip_max: u32, mut shutdown: watch::Receiver<bool>) {
+        let listener = match self.listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(self.listener)) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "proxy listener");
+                return;
+            }
+        };
+        let mut next = 0usize;
+        loop {
+            let permit = tokio::select! {
+                p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = stopped(&mut shutdown) => break,
+            };
+            let (stream, peer): (_, SocketAddr) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of descriptors, or a connection reset before it was accepted:
+                        // back off briefly.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                },
+                _ = stopped(&mut shutdown) => break,
+            };
+            // Trusted proxies carry many clients' connections; everyone else has a cap.
+            let ip_slot = if gateway.cfg.trusted_proxies.contains(&peer.ip()) {
+                None
+            } else {
+                match self.per_ip.clone().take(peer.ip(), per_ip_max) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        gateway.metrics.connections_refused.inc();
+                        tracing::debug!(%peer, "closed at accept: too many connections from this IP");
+                        continue; // dropping the stream closes it
+                    }
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok(stream) = stream.into_std() else { continue };
+            let mut conn = Accepted { stream, peer, permit, ip_slot };
+            // The next thread in turn; one whose runtime has gone is skipped.
+            for _ in 0..self.queues.len() {
+                let queue = &self.queues[next % self.queues.len()];
+                next = next.wrapping_add(1);
+                match queue.send(conn) {
+                    Ok(()) => break,
+                    Err(mpsc::error::SendError(back)) => conn = back,
+                }
+            }
+        }
+        // Dropping the queues tells every thread that no more connections come.
+    }
+}
+
+/// One thread's connections: serves what the acceptor deals it until `shutdown`, then drains
+/// within the grace period.
+async fn serve_connections(
+    mut queue: mpsc::UnboundedReceiver<Accepted>,
     gateway: Arc<Gateway>,
     cfg: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
-    permits: Arc<Semaphore>,
-    per_ip: Arc<PerIp>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -168,39 +241,17 @@ async fn serve_on(
         .max_concurrent_streams(cfg.h2_streams_max)
         .max_header_list_size(cfg.header_len_max as u32);
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        let Accepted { stream, peer, permit, ip_slot } = tokio::select! {
+            c = queue.recv() => match c { Some(c) => c, None => break },
             _ = stopped(&mut shutdown) => break,
         };
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Another thread took the connection (WouldBlock), or the system is out of
-                    // descriptors: back off briefly either way.
-                    if e.kind() != std::io::ErrorKind::WouldBlock {
-                        tracing::warn!(error = %e, "accept failed");
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut shutdown) => break,
-        };
-        // Trusted proxies carry many clients' connections; everyone else has a cap.
-        let ip_slot = if gateway.cfg.trusted_proxies.contains(&peer.ip()) {
-            None
-        } else {
-            match per_ip.clone().take(peer.ip(), cfg.connections_per_ip_max) {
-                Some(slot) => Some(slot),
-                None => {
-                    gateway.metrics.connections_refused.inc();
-                    tracing::debug!(%peer, "closed at accept: too many connections from this IP");
-                    continue; // dropping the stream closes it
-                }
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "cannot register an accepted connection");
+                continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
         let over_tls = cfg.tls.is_some();
         let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
