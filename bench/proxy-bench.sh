@@ -13,22 +13,33 @@ ROUNDS=${1:-3}; SECS=${2:-10}; CONNS=${3:-64}
 install_bench_tools
 cargo build --release --locked --workspace --bins >/dev/null
 BIN="$CARGO_TARGET_DIR/release/raftgate"
-W=$(mktemp -d); trap 'kill $(cat $W/*.pid 2>/dev/null) 2>/dev/null; nginx -c $W/nginx.conf -s stop 2>/dev/null || true; rm -rf $W' EXIT
+W=$(mktemp -d); trap 'kill $(cat $W/rg.pid 2>/dev/null) 2>/dev/null; nginx -c $W/upstream.conf -s stop 2>/dev/null || true; nginx -c $W/proxy.conf -s stop 2>/dev/null || true; rm -rf $W' EXIT
 UP=18080; NGX=18081; RG=18082; ADM=18083; RAFT=18084
-
-cat > "$W/nginx.conf" <<NGINX
+# The fair protocol (benchmarks.md §5): the upstream is its own nginx with 1 worker; the nginx
+# proxy gets as many workers as raftgate has proxy threads (one per core).
+THREADS=$(nproc)
+cat > "$W/upstream.conf" <<NGINX
 worker_processes 1;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log;
+pid $W/upstream.pid;
+error_log $W/upstream-error.log;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } } }
+NGINX
+cat > "$W/proxy.conf" <<NGINX
+worker_processes $THREADS;
+pid $W/proxy.pid;
+error_log $W/proxy-error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
   upstream up { server 127.0.0.1:$UP; keepalive 128; }
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
   server { listen 127.0.0.1:$NGX; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 NGINX
-nginx -c "$W/nginx.conf"
+nginx -c "$W/upstream.conf"
+nginx -c "$W/proxy.conf"
+sleep 0.5
+NGX_WORKERS=$(pgrep -P "$(cat "$W/proxy.pid")" | tr '\n' ' ')
 
 head -c 32 /dev/urandom | base64 > "$W/token"
 "$BIN" serve --id 1 --data-dir "$W/rg" --raft-addr 127.0.0.1:$RAFT --admin-addr 127.0.0.1:$ADM \
@@ -47,7 +58,7 @@ api POST /v1/consumers '{"name":"bench","roles":["reader"]}' >/dev/null
 KEY=$(api POST /v1/keys '{"consumer":"bench"}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
 BAD="rgk_000000000000000000000000000000000000000000000000aa"
 
-cpu_ticks() { awk '{print $14+$15}' /proc/"$1"/stat; }
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/"$p"/stat))); done; echo $t; }
 run() { # name url [header]
     local name=$1 url=$2 hdr=${3:-} out rps
     if [ -n "$hdr" ]; then out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H "$hdr" "$url"); else out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$url"); fi
@@ -56,10 +67,10 @@ run() { # name url [header]
     echo "$name $rps $p99"
 }
 declare -A SUM
-echo "rounds=$ROUNDS seconds=$SECS connections=$CONNS (wrk -t2), nginx $(nginx -v 2>&1 | cut -d/ -f2)"
+echo "rounds=$ROUNDS seconds=$SECS connections=$CONNS (wrk -t2), nginx $(nginx -v 2>&1 | cut -d/ -f2): upstream 1 worker, proxy $THREADS workers; raftgate $THREADS proxy threads"
 for r in $(seq 1 "$ROUNDS"); do
     for case in direct nginx raftgate flood limited; do
-        t0=$(cpu_ticks "$RGPID")
+        t0=$(cpu_ticks "$RGPID"); n0=$(cpu_ticks $NGX_WORKERS)
         case $case in
             direct) line=$(run direct "http://127.0.0.1:$UP/") ;;
             nginx) line=$(run nginx "http://127.0.0.1:$NGX/") ;;
@@ -67,10 +78,13 @@ for r in $(seq 1 "$ROUNDS"); do
             flood) line=$(run flood "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $BAD") ;;
             limited) line=$(run limited "http://127.0.0.1:$RG/limited/x" "Authorization: Bearer $KEY") ;;
         esac
-        t1=$(cpu_ticks "$RGPID")
+        t1=$(cpu_ticks "$RGPID"); n1=$(cpu_ticks $NGX_WORKERS)
         rps=$(echo "$line" | awk '{print $2}')
-        echo "round $r: $line  raftgate-cpu-ticks=$((t1 - t0))"
+        echo "round $r: $line  raftgate-cpu-ticks=$((t1 - t0)) nginx-proxy-cpu-ticks=$((n1 - n0))"
         SUM[$case]="${SUM[$case]:-} $rps"
+        if [ "$case" = nginx ]; then
+            SUM[ngx_cpu]="${SUM[ngx_cpu]:-} $(awk -v t=$((n1 - n0)) -v r="$rps" -v s="$SECS" 'BEGIN{ printf "%.1f", t*10000/(r*s) }')"
+        fi
         if [ "$case" = raftgate ]; then
             SUM[rg_cpu]="${SUM[rg_cpu]:-} $(awk -v t=$((t1 - t0)) -v r="$rps" -v s="$SECS" 'BEGIN{ printf "%.1f", t*10000/(r*s) }')"
         fi
@@ -82,7 +96,7 @@ echo
 echo "median req/s: direct $D | nginx proxy $N | raftgate full pipeline $G | invalid-key flood $F | 429 path $L"
 awk -v d="$D" -v n="$N" -v g="$G" -v f="$F" 'BEGIN {
   printf "raftgate / direct = %.2f   raftgate / nginx = %.2f   flood / raftgate = %.2f\n", g/d, g/n, f/g }'
-echo "raftgate CPU per proxied request (µs, user+sys, medians): $(median ${SUM[rg_cpu]})"
+echo "CPU per proxied request (µs, user+sys, medians): raftgate $(median ${SUM[rg_cpu]}) | nginx proxy $(median ${SUM[ngx_cpu]})"
 # p99 at a fixed rate of half of nginx's median throughput (open loop, corrected for
 # coordinated omission), nginx proxy and raftgate interleaved.
 RATE=$(awk -v n="$N" 'BEGIN { printf "%d", n / 2 }')
