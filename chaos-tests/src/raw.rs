@@ -111,3 +111,70 @@ pub async fn trickle_body(port: u16, head: &[u8], len: usize, every: Duration, l
     }
     (String::from_utf8_lossy(&out).to_string(), false)
 }
+
+/// Raw HTTP/2 frames over cleartext (prior knowledge), for floods no well-behaved client sends.
+pub mod h2 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const GOAWAY: u8 = 0x7;
+    pub const CONTINUATION: u8 = 0x9;
+    pub const END_STREAM: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+
+    /// One frame: 9-byte header and payload.
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// An HPACK header block of literal fields without indexing (no Huffman), lengths < 127.
+    pub fn block(fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for (name, value) in fields {
+            b.push(0x00);
+            b.push(name.len() as u8);
+            b.extend_from_slice(name.as_bytes());
+            b.push(value.len() as u8);
+            b.extend_from_slice(value.as_bytes());
+        }
+        b
+    }
+
+    /// Connects and sends the client preface and an empty SETTINGS frame.
+    pub async fn connect(port: u16) -> TcpStream {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("preface");
+        s.write_all(&frame(SETTINGS, 0, 0, &[])).await.expect("settings");
+        s
+    }
+
+    /// Reads frames until the server closes or `wait` passes: the frame types seen, and
+    /// whether the connection was closed.
+    pub async fn read_frames(s: &mut TcpStream, wait: std::time::Duration) -> (Vec<u8>, bool) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        let closed = loop {
+            match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Err(_) => break false,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let mut kinds = Vec::new();
+        let mut at = 0;
+        while at + 9 <= buf.len() {
+            let len = (usize::from(buf[at]) << 16) | (usize::from(buf[at + 1]) << 8) | usize::from(buf[at + 2]);
+            kinds.push(buf[at + 3]);
+            at += 9 + len;
+        }
+        (kinds, closed)
+    }
+}

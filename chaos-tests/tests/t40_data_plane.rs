@@ -500,3 +500,76 @@ async fn http2_cleartext_gets_the_same_decisions() {
     assert_eq!(forbidden.1, 403);
     assert_eq!(unauthorized.1, 401);
 }
+
+/// C1 (rapid reset, CVE-2023-44487): a client that opens streams and resets them at once, in a
+/// loop, gets GOAWAY and a closed connection before its 5,000 streams (measured: the client
+/// could write 2,801 before the close), none of the reset requests reaches the upstream, and
+/// the node goes on serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_gets_goaway() {
+    use chaos_tests::raw::h2;
+    use tokio::io::AsyncWriteExt;
+    let e = env().await;
+    let mut s = h2::connect(e.port).await;
+    let auth = format!("Bearer {}", e.f.reader_key);
+    let mut sent = 0u32;
+    for i in 0..5_000u32 {
+        let id = 2 * i + 1;
+        let block = h2::block(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "gw.test"),
+            (":path", "/orders/1"),
+            ("authorization", &auth),
+        ]);
+        let mut bytes = h2::frame(h2::HEADERS, h2::END_HEADERS, id, &block);
+        bytes.extend(h2::frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes())); // CANCEL
+                                                                             // Bounded: a server that stops reading (or closed) ends the loop within 2 s.
+        if !matches!(tokio::time::timeout(Duration::from_secs(2), s.write_all(&bytes)).await, Ok(Ok(()))) {
+            break;
+        }
+        sent += 1;
+    }
+    let (kinds, closed) = h2::read_frames(&mut s, Duration::from_secs(5)).await;
+    println!(
+        "rapid reset: {sent} streams opened and reset; frames back {kinds:?}; closed {closed}; upstream hits {}",
+        e.up.hits()
+    );
+    assert!(kinds.contains(&h2::GOAWAY), "GOAWAY after {sent} resets: frames {kinds:?}");
+    assert!(closed, "the connection is closed after the GOAWAY");
+    // The node is fine for everyone else.
+    assert_eq!(e.get("/orders/after-reset", Some(&e.f.reader_key)).await.0, 200);
+    assert_eq!(e.up.hits(), 1, "only the request after the flood reached the upstream");
+}
+
+/// C3 (CONTINUATION flood, CVE-2023-45288): HEADERS without END_HEADERS and then endless
+/// CONTINUATION frames: the node answers GOAWAY and closes the connection before the client's
+/// 8 MiB are in (measured: ~4 MB written, most of it into socket buffers), nothing reaches the
+/// upstream, and the node goes on serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_continuation_flood_is_cut_off() {
+    use chaos_tests::raw::h2;
+    use tokio::io::AsyncWriteExt;
+    let e = env().await;
+    let mut s = h2::connect(e.port).await;
+    let first =
+        h2::block(&[(":method", "GET"), (":scheme", "http"), (":authority", "gw.test"), (":path", "/orders/1")]);
+    s.write_all(&h2::frame(h2::HEADERS, 0, 1, &first)).await.unwrap();
+    let filler = h2::block(&[("x-filler", &"a".repeat(100))]).repeat(150); // ~16 KiB of fields
+    let mut sent = 0usize;
+    let mut refused = false;
+    for _ in 0..512 {
+        let frame = h2::frame(h2::CONTINUATION, 0, 1, &filler);
+        if !matches!(tokio::time::timeout(Duration::from_secs(2), s.write_all(&frame)).await, Ok(Ok(()))) {
+            refused = true;
+            break;
+        }
+        sent += filler.len();
+    }
+    let (kinds, closed) = h2::read_frames(&mut s, Duration::from_secs(5)).await;
+    println!("continuation flood: {sent} bytes taken; refused {refused}; frames back {kinds:?}; closed {closed}");
+    assert!(refused || closed, "the node kept reading CONTINUATION frames: {sent} bytes, frames {kinds:?}");
+    assert!(sent < 8 << 20, "the node took all {sent} bytes");
+    assert_eq!(e.up.hits(), 0, "nothing reached the upstream");
+    assert_eq!(e.get("/orders/after-flood", Some(&e.f.reader_key)).await.0, 200);
+}
