@@ -9,13 +9,32 @@ use std::time::{Duration, Instant};
 /// every outgoing connection the nodes and the harness open, so such a port could be taken
 /// before the node binds it (it happened: "Address already in use" on a node's Raft port).
 /// Ports below it are only ever taken by explicit binds. Each pick is checked by binding it.
+///
+/// A bind check alone left a race between test processes running at once (nextest runs
+/// several): two could pick the same free port before either node bound it (it happened:
+/// "Address already in use" on a node's proxy port in CI). So each pick is also reserved
+/// across processes with a lock on a file named after the port, held until this process
+/// ends.
 pub fn free_port() -> u16 {
     use rand::Rng;
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("raftgate-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
     let mut rng = rand::thread_rng();
     // Bounded: a free port among 12,000 is found within a few tries on any test machine.
     for _ in 0..1_000 {
         let port = rng.gen_range(20_000..32_000);
+        let Ok(lock) =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(port.to_string()))
+        else {
+            continue;
+        };
+        // Held by another test process (or an earlier pick of this one): not ours to take.
+        if lock.try_lock().is_err() {
+            continue;
+        }
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(lock);
             return port;
         }
     }
