@@ -93,6 +93,15 @@ async fn alerts_fire_once_per_threshold_across_a_leader_kill() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The delivery's audit event is written within the writer's 5 ms tick; an event still in
+    // the in-memory queue when a node is SIGKILLed is lost (docs/operations.md), so the test
+    // lets it reach the store before the kill.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delivered_in_audit(&c, 1).await < 1 {
+        assert!(Instant::now() < deadline, "the first delivery is not in the audit trail");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Kill the leader; the new one must neither repeat the first alert nor miss the second.
     let leader = c.wait_leader(Duration::from_secs(5)).await.unwrap();
     c.node(leader).kill();
@@ -116,14 +125,28 @@ async fn alerts_fire_once_per_threshold_across_a_leader_kill() {
     // Both deliveries are in the audit trail (the first on the killed node: bring it back).
     c.node(leader).restart();
     c.wait_converged(&ids, Duration::from_secs(20)).await.unwrap();
-    let (_, audit) = c.get(survivors[0], "/v1/audit?limit=1000").await.unwrap();
-    let delivered: Vec<&Value> = audit["events"]
+    // The merged query leaves out a node that does not answer in time (one just restarted):
+    // ask until every node's part is in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = delivered_in_audit(&c, survivors[0]).await;
+    while n < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        n = delivered_in_audit(&c, survivors[0]).await;
+    }
+    assert_eq!(n, 2, "both deliveries are in the merged audit trail, once each");
+}
+
+/// Alert deliveries in the cluster's merged audit trail, asked through node `via` (0 while
+/// some node's part is missing from the answer).
+async fn delivered_in_audit(c: &TestCluster, via: u64) -> usize {
+    let Ok((200, audit)) = c.get(via, "/v1/audit?limit=1000").await else { return 0 };
+    if audit["unreachable_nodes"].as_array().is_some_and(|u| !u.is_empty()) {
+        return 0;
+    }
+    audit["events"]
         .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "alert" && e["reason"] == "delivered")
-        .collect();
-    assert_eq!(delivered.len(), 2, "{delivered:?}");
+        .map(|a| a.iter().filter(|e| e["kind"] == "alert" && e["reason"] == "delivered").count())
+        .unwrap_or(0)
 }
 
 /// The auth guard: failed authentications from one IP, counted on every node, pass the
