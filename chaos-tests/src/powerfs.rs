@@ -364,6 +364,17 @@ impl State {
         report
     }
 
+    /// The inode's last name is gone: its unsynced data can never reach a file anyone can
+    /// open, so it is dropped; the record goes once no handle is open.
+    fn unlinked(&mut self, ino: u64) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.path = None;
+            inode.pending.clear();
+            inode.size = None;
+        }
+        self.forget_unlinked(ino);
+    }
+
     fn forget_unlinked(&mut self, ino: u64) {
         if self.inodes.get(&ino).is_some_and(|i| i.path.is_none() && i.open == 0) {
             self.inodes.remove(&ino);
@@ -490,12 +501,7 @@ impl Filesystem for Fuse {
             std::fs::remove_file(&path).map_err(errno)?;
             let ino = s.fuse_ino(meta.ino());
             if meta.nlink() <= 1 {
-                if let Some(inode) = s.inodes.get_mut(&ino) {
-                    inode.path = None;
-                    inode.pending.clear();
-                    inode.size = None;
-                }
-                s.forget_unlinked(ino);
+                s.unlinked(ino);
             }
             Ok(())
         });
@@ -533,12 +539,7 @@ impl Filesystem for Fuse {
             // The file it replaces is unlinked.
             if let Ok(meta) = std::fs::symlink_metadata(&to) {
                 let ino = s.fuse_ino(meta.ino());
-                if let Some(inode) = s.inodes.get_mut(&ino) {
-                    inode.path = None;
-                    inode.pending.clear();
-                    inode.size = None;
-                }
-                s.forget_unlinked(ino);
+                s.unlinked(ino);
             }
             std::fs::rename(&from, &to).map_err(errno)?;
             // Every inode under the old path (the file itself, or a directory's contents) moves.

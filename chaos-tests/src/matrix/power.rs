@@ -18,13 +18,19 @@ use crate::{EchoUpstream, TestCluster};
 /// Compaction often, so that cuts also land in snapshot builds and log purges.
 const TIMING: [&str; 2] = ["--snapshot-logs-since-last", "60"];
 
+/// Three nodes on power-loss disks with the test policy, and the upstream it routes to.
+async fn start(name: &str) -> (TestCluster, Scenario, EchoUpstream) {
+    let c = TestCluster::start_on_power_loss_disks(3, &TIMING).await.expect("cluster starts on power-loss disks");
+    let sc = Scenario::new(name);
+    let up = EchoUpstream::start().await;
+    install(&c, &up.url()).await;
+    (c, sc, up)
+}
+
 /// R2 and R4: one node at a time loses power, the leader and then a follower, four times; the
 /// last two cuts tear the unsynced tail instead of dropping it.
 pub async fn power_loss_one_node() {
-    let mut c = TestCluster::start_on_power_loss_disks(3, &TIMING).await.expect("cluster starts on power-loss disks");
-    let mut sc = Scenario::new("power_loss_one_node");
-    let up = EchoUpstream::start().await;
-    install(&c, &up.url()).await;
+    let (mut c, mut sc, _up) = start("power_loss_one_node").await;
     let obs = Observer::start(&c);
     let ids = c.ids();
     let w = Workload::start(&c, "pl");
@@ -75,10 +81,7 @@ pub async fn power_loss_one_node() {
 /// node's unsynced tail), with admin writes, key revokes and global-limit traffic going on.
 /// Nothing acknowledged may be lost, and no revoke or global limit undone.
 pub async fn power_loss_whole_cluster() {
-    let mut c = TestCluster::start_on_power_loss_disks(3, &TIMING).await.expect("cluster starts on power-loss disks");
-    let mut sc = Scenario::new("power_loss_whole_cluster");
-    let up = EchoUpstream::start().await;
-    install(&c, &up.url()).await;
+    let (mut c, mut sc, up) = start("power_loss_whole_cluster").await;
     let global = GlobalTraffic::start(&c, &up.url(), Duration::from_secs(30)).await;
     let obs = Observer::start(&c);
     let ids = c.ids();
