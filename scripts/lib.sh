@@ -2,8 +2,9 @@
 # shellcheck shell=bash
 
 # Debian packages raftgate needs to build and test: libclang for RocksDB's bindgen, a C++
-# toolchain for RocksDB itself, curl for the demo.
-RAFTGATE_APT_PACKAGES="libclang-dev clang build-essential pkg-config curl ca-certificates python3 debootstrap"
+# toolchain for RocksDB itself, curl for the demo, fuse3 (fusermount3) for the chaos tests'
+# power-loss disk when a direct FUSE mount is refused.
+RAFTGATE_APT_PACKAGES="libclang-dev clang build-essential pkg-config curl ca-certificates python3 debootstrap fuse3"
 
 install_system_packages() {
     local missing=""
