@@ -32,7 +32,14 @@ pub struct GatewayConfig {
     pub body_read_timeout: Duration,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Most header fields in one request (431 beyond). HTTP/1 heads with more never parse
+    /// (the server's `headers_max`); HTTP/2 bounds only the header list's size, so a block of
+    /// many short fields is counted here.
+    pub headers_max: usize,
 }
+
+/// Default for the most header fields in one request, on either protocol.
+pub const HEADERS_MAX_DEFAULT: usize = 100;
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -44,6 +51,7 @@ impl Default for GatewayConfig {
             upstream_response_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
+            headers_max: HEADERS_MAX_DEFAULT,
         }
     }
 }
@@ -150,6 +158,9 @@ impl Gateway {
         }
         // Phase 1: canonicalise (framing first: smuggling attempts never get further).
         check_framing(&req)?;
+        if req.headers().len() > self.cfg.headers_max {
+            return Err(Deny::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too_many_headers"));
+        }
         let uri = req.uri();
         // HTTP/1 requests come in origin form; an absolute-form target is refused (a proxy
         // request, or a smuggling attempt). HTTP/2 always carries :scheme and :authority, which

@@ -43,7 +43,7 @@ impl Default for ServerConfig {
         Self {
             header_read_timeout: Duration::from_secs(10),
             header_len_max: 64 * 1024,
-            headers_max: 100,
+            headers_max: crate::gateway::HEADERS_MAX_DEFAULT,
             connections_max: 10_000,
             connections_per_ip_max: 256,
             h2_streams_max: 256,
@@ -53,6 +53,16 @@ impl Default for ServerConfig {
         }
     }
 }
+
+/// HTTP/2 streams a client may open and reset before the node has served them; one more gets
+/// GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487; bad-inputs C1). hyper's default,
+/// pinned here so an upgrade cannot loosen it unnoticed.
+const H2_PENDING_RESETS_MAX: usize = 20;
+
+/// HTTP/2 streams the node may reset for the client's own protocol errors on one connection;
+/// one more gets GOAWAY ENHANCE_YOUR_CALM (RUSTSEC-2024-0003; bad-inputs C2). hyper's default,
+/// pinned likewise.
+const H2_LOCAL_ERROR_RESETS_MAX: usize = 1024;
 
 /// Open connections per client IP, shared by every proxy thread.
 #[derive(Default)]
@@ -239,7 +249,9 @@ async fn serve_connections(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(cfg.h2_streams_max)
-        .max_header_list_size(cfg.header_len_max as u32);
+        .max_header_list_size(cfg.header_len_max as u32)
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS_MAX)
+        .max_local_error_reset_streams(H2_LOCAL_ERROR_RESETS_MAX);
     loop {
         let Accepted { stream, peer, permit, ip_slot } = tokio::select! {
             c = queue.recv() => match c { Some(c) => c, None => break },
