@@ -117,13 +117,125 @@ pub mod h2 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
+    pub const DATA: u8 = 0x0;
     pub const HEADERS: u8 = 0x1;
     pub const RST_STREAM: u8 = 0x3;
     pub const SETTINGS: u8 = 0x4;
     pub const GOAWAY: u8 = 0x7;
     pub const CONTINUATION: u8 = 0x9;
     pub const END_STREAM: u8 = 0x1;
+    pub const ACK: u8 = 0x1;
     pub const END_HEADERS: u8 = 0x4;
+
+    /// Error codes (RFC 9113 §7).
+    pub const PROTOCOL_ERROR: u32 = 0x1;
+    pub const REFUSED_STREAM: u32 = 0x7;
+    pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+    /// A frame the server sent.
+    #[derive(Debug, Clone)]
+    pub struct Frame {
+        pub kind: u8,
+        pub flags: u8,
+        pub stream: u32,
+        pub payload: Vec<u8>,
+    }
+
+    impl Frame {
+        /// The error code of a RST_STREAM or GOAWAY frame.
+        pub fn error_code(&self) -> Option<u32> {
+            let at = match self.kind {
+                RST_STREAM => 0,
+                GOAWAY => 4,
+                _ => return None,
+            };
+            Some(u32::from_be_bytes(self.payload.get(at..at + 4)?.try_into().ok()?))
+        }
+
+        /// The `:status` of a response HEADERS frame that is the first response on its
+        /// connection (so the HPACK dynamic table is still empty: see [`status_of`]).
+        pub fn status(&self) -> Option<u16> {
+            (self.kind == HEADERS).then(|| status_of(&self.payload)).flatten()
+        }
+    }
+
+    /// What the server sent on one connection: its frames, and whether it closed.
+    #[derive(Debug, Default)]
+    pub struct Reply {
+        pub frames: Vec<Frame>,
+        pub closed: bool,
+    }
+
+    impl Reply {
+        /// The error code the server reset `stream` with, if it did.
+        pub fn reset(&self, stream: u32) -> Option<u32> {
+            self.frames.iter().find(|f| f.kind == RST_STREAM && f.stream == stream)?.error_code()
+        }
+
+        /// The GOAWAY's error code, if the server sent one.
+        pub fn goaway(&self) -> Option<u32> {
+            self.frames.iter().find(|f| f.kind == GOAWAY)?.error_code()
+        }
+
+        /// Response HEADERS frames sent for `stream`.
+        pub fn responses(&self, stream: u32) -> impl Iterator<Item = &Frame> {
+            self.frames.iter().filter(move |f| f.kind == HEADERS && f.stream == stream)
+        }
+
+        /// The frame types, in order.
+        pub fn kinds(&self) -> Vec<u8> {
+            self.frames.iter().map(|f| f.kind).collect()
+        }
+    }
+
+    /// The `:status` at the head of a response header block, decoded without a dynamic table:
+    /// an indexed static entry (200, 204, 206, 304, 400, 404, 500) or a literal whose name is
+    /// the static `:status` and whose value is digits, plain or Huffman-coded. A server puts
+    /// `:status` first; with an empty dynamic table it can only be one of these forms.
+    pub fn status_of(block: &[u8]) -> Option<u16> {
+        let b0 = *block.first()?;
+        if b0 & 0x80 != 0 {
+            return [200, 204, 206, 304, 400, 404, 500].get(usize::from(b0 & 0x7f).checked_sub(8)?).copied();
+        }
+        let name = if b0 & 0xc0 == 0x40 { b0 & 0x3f } else { b0 & 0x0f };
+        if !(8..=14).contains(&name) {
+            return None;
+        }
+        let (h, len) = (block.get(1)? & 0x80 != 0, usize::from(block.get(1)? & 0x7f));
+        let value = block.get(2..2 + len)?;
+        let digits = if h { huffman_digits(value)? } else { std::str::from_utf8(value).ok()?.to_string() };
+        digits.parse().ok()
+    }
+
+    /// Decodes a Huffman-coded string of ASCII digits (RFC 7541 Appendix B: '0'–'2' are the
+    /// 5-bit codes 0–2, '3'–'9' the 6-bit codes 25–31); anything else is `None`.
+    fn huffman_digits(bytes: &[u8]) -> Option<String> {
+        let bits: Vec<u8> = bytes.iter().flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1)).collect();
+        let take = |at: usize, n: usize| -> Option<u8> {
+            bits.get(at..at + n).map(|s| s.iter().fold(0u8, |acc, b| (acc << 1) | b))
+        };
+        let (mut out, mut at) = (String::new(), 0);
+        while at < bits.len() {
+            // The rest is padding if it is all ones (the EOS prefix), shorter than a byte.
+            if bits.len() - at < 8 && bits[at..].iter().all(|b| *b == 1) {
+                break;
+            }
+            match take(at, 5)? {
+                v @ 0..=2 => {
+                    out.push(char::from(b'0' + v));
+                    at += 5;
+                }
+                _ => match take(at, 6)? {
+                    v @ 25..=31 => {
+                        out.push(char::from(b'3' + v - 25));
+                        at += 6;
+                    }
+                    _ => return None,
+                },
+            }
+        }
+        Some(out)
+    }
 
     /// One frame: 9-byte header and payload.
     pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -155,26 +267,80 @@ pub mod h2 {
         s
     }
 
-    /// Reads frames until the server closes or `wait` passes: the frame types seen, and
-    /// whether the connection was closed.
-    pub async fn read_frames(s: &mut TcpStream, wait: std::time::Duration) -> (Vec<u8>, bool) {
+    /// Connects, sends the preface and SETTINGS, waits for the server's SETTINGS and
+    /// acknowledges them, so the server's limits (concurrent streams, header list size) are in
+    /// force from the first request.
+    pub async fn connect_acked(port: u16) -> TcpStream {
+        let mut s = connect(port).await;
+        let r = read_until(&mut s, std::time::Duration::from_secs(5), |r| {
+            r.frames.iter().any(|f| f.kind == SETTINGS && f.flags & ACK == 0)
+        })
+        .await;
+        assert!(!r.closed, "the server closed the connection during the handshake: {r:?}");
+        s.write_all(&frame(SETTINGS, ACK, 0, &[])).await.expect("settings ack");
+        s
+    }
+
+    /// Reads frames until `done` holds for what has been read, the server closes, or `wait`
+    /// passes.
+    pub async fn read_until(s: &mut TcpStream, wait: std::time::Duration, done: impl Fn(&Reply) -> bool) -> Reply {
         let deadline = tokio::time::Instant::now() + wait;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
-        let closed = loop {
+        let mut reply = Reply::default();
+        loop {
             match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => break true,
-                Err(_) => break false,
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    reply.closed = true;
+                    return reply;
+                }
+                Err(_) => return reply,
                 Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             }
-        };
-        let mut kinds = Vec::new();
-        let mut at = 0;
-        while at + 9 <= buf.len() {
-            let len = (usize::from(buf[at]) << 16) | (usize::from(buf[at + 1]) << 8) | usize::from(buf[at + 2]);
-            kinds.push(buf[at + 3]);
-            at += 9 + len;
+            // Take every whole frame read so far.
+            let mut at = 0;
+            while at + 9 <= buf.len() {
+                let len = (usize::from(buf[at]) << 16) | (usize::from(buf[at + 1]) << 8) | usize::from(buf[at + 2]);
+                if at + 9 + len > buf.len() {
+                    break;
+                }
+                reply.frames.push(Frame {
+                    kind: buf[at + 3],
+                    flags: buf[at + 4],
+                    stream: u32::from_be_bytes([buf[at + 5], buf[at + 6], buf[at + 7], buf[at + 8]]) & 0x7fff_ffff,
+                    payload: buf[at + 9..at + 9 + len].to_vec(),
+                });
+                at += 9 + len;
+            }
+            buf.drain(..at);
+            if done(&reply) {
+                return reply;
+            }
         }
-        (kinds, closed)
+    }
+
+    /// Reads frames until the server closes or `wait` passes: the frame types seen, and
+    /// whether the connection was closed.
+    pub async fn read_frames(s: &mut TcpStream, wait: std::time::Duration) -> (Vec<u8>, bool) {
+        let r = read_until(s, wait, |_| false).await;
+        (r.kinds(), r.closed)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn status_forms() {
+            assert_eq!(status_of(&[0x88]), Some(200));
+            assert_eq!(status_of(&[0x8c]), Some(400));
+            assert_eq!(status_of(&[0x48, 0x03, b'4', b'0', b'3']), Some(403));
+            // "431" Huffman-coded: 011010 011001 00001, then 111 padding.
+            assert_eq!(status_of(&[0x48, 0x82, 0b0110_1001, 0b1001_0000, 0b1111_1111][..4]), None);
+            assert_eq!(status_of(&[0x48, 0x83, 0b0110_1001, 0b1001_0000, 0b1111_1111]), Some(431));
+            // "429": 011010 00010 011111, then 1 padding bit.
+            assert_eq!(status_of(&[0x48, 0x83, 0b0110_1000, 0b0100_1111, 0b1111_1111]), Some(429));
+            assert_eq!(status_of(&[0x41, 0x01, b'x']), None);
+        }
     }
 }

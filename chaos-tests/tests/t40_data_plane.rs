@@ -573,3 +573,290 @@ async fn h2_continuation_flood_is_cut_off() {
     assert_eq!(e.up.hits(), 0, "nothing reached the upstream");
     assert_eq!(e.get("/orders/after-flood", Some(&e.f.reader_key)).await.0, 200);
 }
+
+/// Request headers for `POST /admin/x` with the admin key: a stream the upstream holds open
+/// until its body ends (the echo upstream reads the whole body before it answers).
+fn h2_admin_post(key: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (":method", "POST".into()),
+        (":scheme", "http".into()),
+        (":authority", "gw.test".into()),
+        (":path", "/admin/x".into()),
+        ("authorization", format!("Bearer {key}")),
+    ]
+}
+
+fn h2_block(fields: &[(&str, String)]) -> Vec<u8> {
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    chaos_tests::raw::h2::block(&fields)
+}
+
+/// C2 (RUSTSEC-2024-0003): a client that makes the server reset stream after stream for its
+/// own protocol errors (here a HEADERS with a `connection` header, which HTTP/2 forbids) gets
+/// GOAWAY ENHANCE_YOUR_CALM once the node has reset `max_local_error_reset_streams` (1,024)
+/// of them, and nothing reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_repeated_stream_errors_get_goaway() {
+    use chaos_tests::raw::h2;
+    use tokio::io::AsyncWriteExt;
+    let e = env().await;
+    let mut s = h2::connect_acked(e.port).await;
+    let mut fields = h2_admin_post(&e.f.admin_key);
+    fields.push(("connection", "keep-alive".into()));
+    let block = h2_block(&fields);
+    let mut sent = 0u32;
+    for i in 0..3_000u32 {
+        let bytes = h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 2 * i + 1, &block);
+        if !matches!(tokio::time::timeout(Duration::from_secs(2), s.write_all(&bytes)).await, Ok(Ok(()))) {
+            break;
+        }
+        sent += 1;
+    }
+    let r = h2::read_until(&mut s, Duration::from_secs(5), |r| r.goaway().is_some()).await;
+    let resets = r.frames.iter().filter(|f| f.kind == h2::RST_STREAM).count();
+    println!("local stream errors: {sent} streams sent, {resets} reset, GOAWAY {:?}", r.goaway());
+    assert_eq!(r.reset(1), Some(h2::PROTOCOL_ERROR), "the first bad stream is reset: {:?}", r.kinds());
+    assert_eq!(r.goaway(), Some(h2::ENHANCE_YOUR_CALM), "GOAWAY after {resets} resets");
+    // The resets the client read before the GOAWAY: never more than the limit (h2 may drop
+    // queued resets once it sends GOAWAY; measured: 790 of 1,024 read).
+    assert!((1..=1_024).contains(&resets), "GOAWAY came after {resets} resets");
+    assert_eq!(e.up.hits(), 0, "no malformed request reached the upstream");
+    assert_eq!(e.get("/orders/after", Some(&e.f.reader_key)).await.0, 200);
+}
+
+/// C4 (okhttp #9733, RFC 9113 §6.5.2): thousands of zero-length header fields are counted at
+/// 32 bytes of overhead each, so they exceed the header list limit (64 KiB) although the
+/// block is small; a block of many short fields under that limit still exceeds the header
+/// count limit (100). Neither reaches the upstream; the connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_many_empty_header_fields_are_rejected() {
+    use chaos_tests::raw::h2;
+    use tokio::io::AsyncWriteExt;
+    let e = env().await;
+    let mut base = vec![
+        (":method", "GET".to_string()),
+        (":scheme", "http".into()),
+        (":authority", "gw.test".into()),
+        (":path", "/orders/1".into()),
+        ("authorization", format!("Bearer {}", e.f.reader_key)),
+    ];
+    // 3,000 fields `x: ""` = 12 KB on the wire, 3,000 × 33 = 99 KB counted.
+    let mut empty = base.clone();
+    empty.extend(std::iter::repeat_n(("x", String::new()), 3_000));
+    // 1,500 distinct short fields = 40 KB counted: under the size limit, over the count.
+    let names: Vec<String> = (0..1_500).map(|i| format!("x-{i}")).collect();
+    let many: Vec<(&str, String)> = names.iter().map(|n| (n.as_str(), String::new())).collect();
+    base.extend(many);
+    for (case, fields) in [("3,000 empty fields", empty), ("1,500 short fields", base)] {
+        let mut s = h2::connect_acked(e.port).await;
+        s.write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 1, &h2_block(&fields))).await.unwrap();
+        let r = h2::read_until(&mut s, Duration::from_secs(5), |r| {
+            r.reset(1).is_some() || r.responses(1).next().is_some() || r.goaway().is_some()
+        })
+        .await;
+        let status = r.responses(1).next().and_then(|f| f.status());
+        println!("{case}: status {status:?}, reset {:?}, goaway {:?}", r.reset(1), r.goaway());
+        assert_eq!(status, Some(431), "{case}: frames {:?}", r.kinds());
+        assert!(r.goaway().is_none(), "{case}: the connection survives a stream-level limit");
+    }
+    assert_eq!(e.up.hits(), 0, "no oversized request reached the upstream");
+    assert_eq!(e.get("/orders/after", Some(&e.f.reader_key)).await.0, 200);
+}
+
+/// C5 (RUSTSEC-2026-0258): a request body sent as 200,000 empty DATA frames costs the node
+/// bounded memory, and the node goes on serving (measured: h2 0.4.20 ends the connection with
+/// GOAWAY ENHANCE_YOUR_CALM; RSS +0.3 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_empty_data_flood_has_bounded_memory() {
+    use chaos_tests::raw::h2;
+    use tokio::io::AsyncWriteExt;
+    let e = env().await;
+    let pid = e.c.nodes[&1].pid().unwrap();
+    let rss_before = rss_kib(pid);
+    let mut s = h2::connect_acked(e.port).await;
+    s.write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS, 1, &h2_block(&h2_admin_post(&e.f.admin_key)))).await.unwrap();
+    let empty = h2::frame(h2::DATA, 0, 1, &[]).repeat(1_000);
+    let mut frames = 0u32;
+    for _ in 0..200 {
+        if !matches!(tokio::time::timeout(Duration::from_secs(2), s.write_all(&empty)).await, Ok(Ok(()))) {
+            break;
+        }
+        frames += 1_000;
+    }
+    let rss_peak = rss_kib(pid);
+    let _ = s.write_all(&h2::frame(h2::DATA, h2::END_STREAM, 1, b"end")).await;
+    let r = h2::read_until(&mut s, Duration::from_secs(5), |r| {
+        r.responses(1).next().is_some() || r.reset(1).is_some() || r.goaway().is_some()
+    })
+    .await;
+    let status = r.responses(1).next().and_then(|f| f.status());
+    println!(
+        "empty DATA flood: {frames} frames sent; RSS {rss_before} -> {rss_peak} KiB; status {status:?}, reset {:?}, \
+         goaway {:?}",
+        r.reset(1),
+        r.goaway()
+    );
+    assert!(rss_peak < rss_before + 32 * 1024, "RSS grew from {rss_before} to {rss_peak} KiB");
+    assert!(status.is_some() || r.reset(1).is_some() || r.goaway().is_some(), "no answer: {:?}", r.kinds());
+    assert_eq!(e.get("/orders/after", Some(&e.f.reader_key)).await.0, 200);
+}
+
+/// C6: streams beyond the advertised `max_concurrent_streams` (256) are refused with
+/// REFUSED_STREAM (safe for the client to retry: nothing was processed), while the streams
+/// within the limit go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_over_the_limit_are_refused() {
+    use chaos_tests::raw::h2;
+    use tokio::io::AsyncWriteExt;
+    let e = env().await;
+    let mut s = h2::connect_acked(e.port).await;
+    let block = h2_block(&h2_admin_post(&e.f.admin_key));
+    // 256 requests whose bodies never end hold 256 streams open; 10 more go over.
+    let mut bytes = Vec::new();
+    for i in 0..266u32 {
+        bytes.extend(h2::frame(h2::HEADERS, h2::END_HEADERS, 2 * i + 1, &block));
+    }
+    s.write_all(&bytes).await.unwrap();
+    let over: Vec<u32> = (256..266u32).map(|i| 2 * i + 1).collect();
+    let r = h2::read_until(&mut s, Duration::from_secs(10), |r| over.iter().all(|id| r.reset(*id).is_some())).await;
+    let refused: Vec<u32> =
+        r.frames.iter().filter(|f| f.error_code() == Some(h2::REFUSED_STREAM)).map(|f| f.stream).collect();
+    println!("over the stream limit: refused {refused:?}; goaway {:?}", r.goaway());
+    assert_eq!(refused, over, "exactly the streams over the limit are refused: {:?}", r.kinds());
+    assert!(r.goaway().is_none() && !r.closed, "the connection goes on");
+    // The streams within the limit are alive: the upstream has all 256.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while e.up.hits() < 256 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(e.up.hits(), 256);
+}
+
+/// C7 (RFC 9113 §8.3.1): `:authority` and a `host` header that disagree are a malformed
+/// request: 400, nothing forwarded, and the audit trail says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_authority_host_mismatch_is_400() {
+    use chaos_tests::raw::h2;
+    use tokio::io::AsyncWriteExt;
+    let e = env().await;
+    let mut s = h2::connect_acked(e.port).await;
+    let fields = [
+        (":method", "GET".to_string()),
+        (":scheme", "http".into()),
+        (":authority", "a.example".into()),
+        (":path", "/orders/1".into()),
+        ("host", "admin.internal".into()),
+        ("authorization", format!("Bearer {}", e.f.reader_key)),
+    ];
+    s.write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 1, &h2_block(&fields))).await.unwrap();
+    let r = h2::read_until(&mut s, Duration::from_secs(5), |r| r.responses(1).next().is_some() || r.closed).await;
+    assert_eq!(r.responses(1).next().and_then(|f| f.status()), Some(400), "frames {:?}", r.kinds());
+    assert_eq!(e.up.hits(), 0);
+    // The writer drains asynchronously: poll for the event.
+    let mut audited = false;
+    for _ in 0..50 {
+        let (_, audit) = e.c.get(1, "/v1/audit?decision=deny&limit=1000").await.unwrap();
+        if audit["events"].as_array().unwrap().iter().any(|v| v["reason"] == "host_mismatch" && v["status"] == 400) {
+            audited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(audited, "no audit event for the mismatch");
+}
+
+/// C8 (RFC 9113 §8.2.2, §8.3): connection-specific headers, uppercase names and a pseudo-header
+/// after a regular one make a malformed request, refused with PROTOCOL_ERROR and never
+/// forwarded. Most reset just the stream, and the same connection then serves a well-formed
+/// request; an uppercase name or an unknown pseudo-header fails h2's header-block decoding,
+/// which ends the whole connection with GOAWAY PROTOCOL_ERROR (stricter than the RFC's
+/// minimum, and as safe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_malformed_headers_are_protocol_errors() {
+    use chaos_tests::raw::h2;
+    use tokio::io::AsyncWriteExt;
+    let e = env().await;
+    let auth = format!("Bearer {}", e.f.reader_key);
+    let req = |extra: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+        let mut f: Vec<(&'static str, String)> = vec![
+            (":method", "GET".into()),
+            (":scheme", "http".into()),
+            (":authority", "gw.test".into()),
+            (":path", "/orders/1".into()),
+            ("authorization", auth.clone()),
+        ];
+        f.extend(extra.iter().map(|(n, v)| (*n, v.to_string())));
+        f
+    };
+    let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("connection header", req(&[("connection", "close")])),
+        ("keep-alive header", req(&[("keep-alive", "timeout=5")])),
+        ("transfer-encoding header", req(&[("transfer-encoding", "chunked")])),
+        ("te other than trailers", req(&[("te", "gzip")])),
+        ("upgrade header", req(&[("upgrade", "websocket")])),
+        ("uppercase name", req(&[("X-Upper", "1")])),
+        ("unknown pseudo-header", req(&[(":foo", "bar")])),
+        ("pseudo-header :path after a regular one", {
+            let mut f = req(&[]);
+            let path = f.remove(3);
+            f.push(path);
+            f
+        }),
+    ];
+    let (mut stream_resets, mut connection_errors) = (0, 0);
+    for (case, fields) in &cases {
+        let mut s = h2::connect_acked(e.port).await;
+        s.write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 1, &h2_block(fields))).await.unwrap();
+        let r = h2::read_until(&mut s, Duration::from_secs(5), |r| {
+            r.reset(1).is_some() || r.responses(1).next().is_some() || r.goaway().is_some() || r.closed
+        })
+        .await;
+        assert!(r.responses(1).next().is_none(), "{case}: answered instead of refused: {:?}", r.kinds());
+        if let Some(code) = r.goaway() {
+            assert_eq!(code, h2::PROTOCOL_ERROR, "{case}: GOAWAY code");
+            connection_errors += 1;
+            println!("{case}: GOAWAY PROTOCOL_ERROR");
+            continue;
+        }
+        assert_eq!(r.reset(1), Some(h2::PROTOCOL_ERROR), "{case}: frames {:?}", r.kinds());
+        stream_resets += 1;
+        // The connection goes on: a well-formed request on it is served.
+        s.write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 3, &h2_block(&req(&[])))).await.unwrap();
+        let r = h2::read_until(&mut s, Duration::from_secs(5), |r| r.responses(3).next().is_some() || r.closed).await;
+        assert_eq!(r.responses(3).next().and_then(|f| f.status()), Some(200), "{case}: then {:?}", r.kinds());
+        println!("{case}: RST_STREAM PROTOCOL_ERROR, connection goes on");
+    }
+    assert_eq!(stream_resets + connection_errors, cases.len());
+    assert!(stream_resets >= 6, "most cases are stream errors: {stream_resets}");
+    assert_eq!(e.up.hits(), stream_resets as u64, "only the well-formed requests reached the upstream");
+}
+
+/// C9 (Envoy CVE-2026-73513): trailers without END_STREAM are a malformed message: the
+/// stream is reset, the node does not crash, the upstream request is abandoned, and the
+/// node goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_trailers_without_end_stream_reset_the_stream() {
+    use chaos_tests::raw::h2;
+    use tokio::io::AsyncWriteExt;
+    let e = env().await;
+    let mut s = h2::connect_acked(e.port).await;
+    let mut bytes = h2::frame(h2::HEADERS, h2::END_HEADERS, 1, &h2_block(&h2_admin_post(&e.f.admin_key)));
+    bytes.extend(h2::frame(h2::DATA, 0, 1, b"hello"));
+    bytes.extend(h2::frame(h2::HEADERS, h2::END_HEADERS, 1, &h2::block(&[("x-trailer", "1")])));
+    s.write_all(&bytes).await.unwrap();
+    let r = h2::read_until(&mut s, Duration::from_secs(5), |r| r.reset(1).is_some() || r.closed).await;
+    println!("trailers without END_STREAM: reset {:?}, goaway {:?}", r.reset(1), r.goaway());
+    assert!(r.reset(1) == Some(h2::PROTOCOL_ERROR) || r.goaway() == Some(h2::PROTOCOL_ERROR), "frames {:?}", r.kinds());
+    assert!(e.c.nodes[&1].pid().is_some(), "the node is running");
+    assert_eq!(e.get("/orders/after", Some(&e.f.reader_key)).await.0, 200);
+}
+
+/// Resident memory of a process, in KiB (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()?.parse().ok()))
+        })
+        .unwrap_or(0)
+}
