@@ -31,8 +31,20 @@ struct Health {
     ejected_until_ms: AtomicU64,
 }
 
+type UpstreamClient = Client<HttpConnector, Body>;
+
+/// Distinguishes `Upstreams` instances in the per-thread client cache.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's upstream clients, one per `Upstreams` (a process normally has one).
+    static CLIENTS: std::cell::RefCell<Vec<(u64, UpstreamClient)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub struct Upstreams {
-    client: Client<HttpConnector, Body>,
+    /// Tells this instance's clients apart in each thread's cache.
+    id: u64,
+    connector: HttpConnector,
     /// Round-robin cursor per route name.
     cursors: RwLock<HashMap<String, Arc<AtomicUsize>>>,
     /// Passive health per upstream base URL.
@@ -45,15 +57,28 @@ impl Upstreams {
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        Self { client, cursors: RwLock::default(), health: RwLock::default() }
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Self { id, connector, cursors: RwLock::default(), health: RwLock::default() }
     }
 
-    pub fn client(&self) -> &Client<HttpConnector, Body> {
-        &self.client
+    /// The calling thread's pooled client. Each proxy thread has its own pool, so an upstream
+    /// connection is only ever used by the thread whose runtime drives it: handing a request
+    /// to a connection task on another thread, and its response back, cost two cross-thread
+    /// wake-ups (an eventfd write and a sleeping thread woken) per request (measured: 1.2
+    /// such writes per request with one shared pool).
+    pub fn client(&self) -> UpstreamClient {
+        CLIENTS.with(|c| {
+            let mut clients = c.borrow_mut();
+            if let Some((_, client)) = clients.iter().find(|(id, _)| *id == self.id) {
+                return client.clone();
+            }
+            let client = Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(self.connector.clone());
+            clients.push((self.id, client.clone()));
+            client
+        })
     }
 
     fn health(&self, upstream: &str) -> Arc<Health> {
