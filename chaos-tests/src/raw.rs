@@ -121,6 +121,7 @@ pub mod h2 {
     pub const HEADERS: u8 = 0x1;
     pub const RST_STREAM: u8 = 0x3;
     pub const SETTINGS: u8 = 0x4;
+    pub const PING: u8 = 0x6;
     pub const GOAWAY: u8 = 0x7;
     pub const CONTINUATION: u8 = 0x9;
     pub const END_STREAM: u8 = 0x1;
@@ -282,8 +283,22 @@ pub mod h2 {
     }
 
     /// Reads frames until `done` holds for what has been read, the server closes, or `wait`
-    /// passes.
+    /// passes. Answers the server's PINGs, as a live client does.
     pub async fn read_until(s: &mut TcpStream, wait: std::time::Duration, done: impl Fn(&Reply) -> bool) -> Reply {
+        read_frames_until(s, wait, true, done).await
+    }
+
+    /// As [`read_until`], but never answers a PING: a client that has gone quiet.
+    pub async fn read_until_deaf(s: &mut TcpStream, wait: std::time::Duration, done: impl Fn(&Reply) -> bool) -> Reply {
+        read_frames_until(s, wait, false, done).await
+    }
+
+    async fn read_frames_until(
+        s: &mut TcpStream,
+        wait: std::time::Duration,
+        ack_pings: bool,
+        done: impl Fn(&Reply) -> bool,
+    ) -> Reply {
         let deadline = tokio::time::Instant::now() + wait;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
@@ -304,12 +319,16 @@ pub mod h2 {
                 if at + 9 + len > buf.len() {
                     break;
                 }
-                reply.frames.push(Frame {
+                let f = Frame {
                     kind: buf[at + 3],
                     flags: buf[at + 4],
                     stream: u32::from_be_bytes([buf[at + 5], buf[at + 6], buf[at + 7], buf[at + 8]]) & 0x7fff_ffff,
                     payload: buf[at + 9..at + 9 + len].to_vec(),
-                });
+                };
+                if ack_pings && f.kind == PING && f.flags & ACK == 0 {
+                    let _ = s.write_all(&frame(PING, ACK, 0, &f.payload)).await;
+                }
+                reply.frames.push(f);
                 at += 9 + len;
             }
             buf.drain(..at);

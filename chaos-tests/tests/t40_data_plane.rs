@@ -21,9 +21,18 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let c = TestCluster::start(1, &["--proxy-header-read-timeout-ms", "1000", "--proxy-body-read-timeout-ms", "1500"])
-        .await
-        .unwrap();
+    env_with(&[]).await
+}
+
+async fn env_with(extra: &[&str]) -> Env {
+    // Short deadlines, unless `extra` sets them.
+    let mut args: Vec<&str> = extra.to_vec();
+    for (flag, value) in [("--proxy-header-read-timeout-ms", "1000"), ("--proxy-body-read-timeout-ms", "1500")] {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    let c = TestCluster::start(1, &args).await.unwrap();
     c.wait_leader(Duration::from_secs(10)).await.unwrap();
     let up = EchoUpstream::start().await;
     let f = install(&c, &up.url()).await;
@@ -849,6 +858,58 @@ async fn h2_trailers_without_end_stream_reset_the_stream() {
     assert!(r.reset(1) == Some(h2::PROTOCOL_ERROR) || r.goaway() == Some(h2::PROTOCOL_ERROR), "frames {:?}", r.kinds());
     assert!(e.c.nodes[&1].pid().is_some(), "the node is running");
     assert_eq!(e.get("/orders/after", Some(&e.f.reader_key)).await.0, 200);
+}
+
+/// An HTTP/2 connection with no request in flight for `proxy_idle_timeout_ms` (1 s here) gets
+/// GOAWAY NO_ERROR and is closed; one whose request is still streaming its body is not, however
+/// long that takes (within the body deadline), and is closed once idle after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_idle_connections_are_closed() {
+    use chaos_tests::raw::h2;
+    use tokio::io::AsyncWriteExt;
+    let e = env_with(&["--proxy-idle-timeout-ms", "1000", "--proxy-body-read-timeout-ms", "10000"]).await;
+    let get = h2_block(&[
+        (":method", "GET".into()),
+        (":scheme", "http".into()),
+        (":authority", "gw.test".into()),
+        (":path", "/orders/1".into()),
+        ("authorization", format!("Bearer {}", e.f.reader_key)),
+    ]);
+
+    // Idle after one request: closed about a second later, not before.
+    let mut s = h2::connect_acked(e.port).await;
+    s.write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 1, &get)).await.unwrap();
+    let r = h2::read_until(&mut s, Duration::from_secs(5), |r| r.responses(1).next().is_some() || r.closed).await;
+    assert_eq!(r.responses(1).next().and_then(|f| f.status()), Some(200), "{:?}", r.kinds());
+    let answered = std::time::Instant::now();
+    let r = h2::read_until(&mut s, Duration::from_secs(5), |r| r.closed).await;
+    let idle = answered.elapsed();
+    println!("idle connection: closed after {idle:?}, GOAWAY {:?}", r.goaway());
+    assert_eq!(r.goaway(), Some(0), "GOAWAY NO_ERROR: {:?}", r.kinds());
+    assert!(r.closed, "the idle connection is closed");
+    assert!(idle >= Duration::from_millis(900), "closed after only {idle:?}");
+
+    // A client that goes quiet and never answers the GOAWAY's PING is dropped a little later.
+    let mut s = h2::connect_acked(e.port).await;
+    let started = std::time::Instant::now();
+    let r = h2::read_until_deaf(&mut s, Duration::from_secs(6), |r| r.closed).await;
+    println!("deaf idle connection: closed after {:?}", started.elapsed());
+    assert_eq!(r.goaway(), Some(0), "{:?}", r.kinds());
+    assert!(r.closed, "a client that never answers is dropped");
+
+    // A request whose body is still coming keeps its connection open past the idle timeout.
+    let mut s = h2::connect_acked(e.port).await;
+    s.write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS, 1, &h2_block(&h2_admin_post(&e.f.admin_key)))).await.unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.write_all(&h2::frame(h2::DATA, 0, 1, b"x")).await.unwrap();
+    }
+    s.write_all(&h2::frame(h2::DATA, h2::END_STREAM, 1, b"x")).await.unwrap();
+    let r = h2::read_until(&mut s, Duration::from_secs(5), |r| r.responses(1).next().is_some() || r.closed).await;
+    assert!(r.goaway().is_none(), "closed while a request was streaming: {:?}", r.kinds());
+    assert_eq!(r.responses(1).next().and_then(|f| f.status()), Some(200), "{:?}", r.kinds());
+    let r = h2::read_until(&mut s, Duration::from_secs(5), |r| r.closed).await;
+    assert_eq!(r.goaway(), Some(0), "closed once idle after the request: {:?}", r.kinds());
 }
 
 /// Resident memory of a process, in KiB (Linux).

@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// A request body must arrive completely within this time, or 408 [default: 30000].
     #[arg(long)]
     pub proxy_body_read_timeout_ms: Option<u64>,
+    /// A proxy connection with no request in flight this long is closed [default: 60000].
+    #[arg(long)]
+    pub proxy_idle_timeout_ms: Option<u64>,
     /// Serve the proxy over TLS with this certificate chain (PEM); reloaded when it changes.
     #[arg(long)]
     pub proxy_tls_cert_file: Option<PathBuf>,
@@ -106,6 +109,7 @@ struct FileConfig {
     proxy_header_read_timeout_ms: Option<u64>,
     proxy_connections_per_ip_max: Option<u32>,
     proxy_body_read_timeout_ms: Option<u64>,
+    proxy_idle_timeout_ms: Option<u64>,
     proxy_tls_cert_file: Option<PathBuf>,
     proxy_tls_key_file: Option<PathBuf>,
     raft_source_ip: Option<String>,
@@ -132,6 +136,7 @@ pub struct Config {
     pub proxy_header_read_timeout_ms: u64,
     pub proxy_connections_per_ip_max: u32,
     pub proxy_body_read_timeout_ms: u64,
+    pub proxy_idle_timeout_ms: u64,
     /// (certificate chain, private key) PEM files for TLS on the proxy listener.
     pub proxy_tls: Option<(PathBuf, PathBuf)>,
     pub raft_source_ip: Option<std::net::IpAddr>,
@@ -267,6 +272,10 @@ impl Config {
         if !(100..=3_600_000).contains(&proxy_body_read_timeout_ms) {
             return Err(err("proxy_body_read_timeout_ms", "must be 100 to 3600000 (ms)"));
         }
+        let proxy_idle_timeout_ms = args.proxy_idle_timeout_ms.or(file.proxy_idle_timeout_ms).unwrap_or(60_000);
+        if !(100..=3_600_000).contains(&proxy_idle_timeout_ms) {
+            return Err(err("proxy_idle_timeout_ms", "must be 100 to 3600000 (ms)"));
+        }
         let proxy_tls = match (
             args.proxy_tls_cert_file.clone().or(file.proxy_tls_cert_file),
             args.proxy_tls_key_file.clone().or(file.proxy_tls_key_file),
@@ -299,6 +308,7 @@ impl Config {
             proxy_header_read_timeout_ms,
             proxy_connections_per_ip_max,
             proxy_body_read_timeout_ms,
+            proxy_idle_timeout_ms,
             proxy_tls,
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             raft_addr,

@@ -132,6 +132,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server_config = ServerConfig {
         tls,
         header_read_timeout: Duration::from_millis(config.proxy_header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.proxy_idle_timeout_ms),
         connections_per_ip_max: config.proxy_connections_per_ip_max,
         ..ServerConfig::default()
     };

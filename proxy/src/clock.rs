@@ -63,6 +63,12 @@ pub fn now_ms() -> u64 {
     CLOCK.now_ms()
 }
 
+/// Milliseconds on the monotonic clock since the process first read this clock: for measuring
+/// spans (idle connections), never for timestamps.
+pub fn mono_ms() -> u64 {
+    CLOCK.epoch.elapsed().as_millis() as u64
+}
+
 /// Whether the clock-skew hook is on (for the node's startup warning).
 pub fn skew_hook() -> Option<&'static std::path::Path> {
     CLOCK.skew_file.as_deref()

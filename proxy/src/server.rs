@@ -3,13 +3,14 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -30,6 +31,9 @@ pub struct ServerConfig {
     pub connections_per_ip_max: u32,
     /// HTTP/2 streams per connection.
     pub h2_streams_max: u32,
+    /// A connection with no request in flight for this long is closed gracefully (HTTP/2:
+    /// GOAWAY; HTTP/1 keep-alive connections also close at `header_read_timeout`).
+    pub idle_timeout: Duration,
     /// How long in-flight requests get to finish on shutdown.
     pub drain_grace: Duration,
     /// Proxy threads, each with its own single-threaded runtime (0 = one per CPU).
@@ -47,6 +51,7 @@ impl Default for ServerConfig {
             connections_max: 10_000,
             connections_per_ip_max: 256,
             h2_streams_max: 256,
+            idle_timeout: Duration::from_secs(60),
             drain_grace: Duration::from_secs(10),
             threads: 0,
             tls: None,
@@ -228,6 +233,119 @@ impl Acceptor {
     }
 }
 
+/// Requests in flight on one connection, and when the last one started or ended.
+struct Activity {
+    inflight: std::sync::atomic::AtomicU32,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { inflight: 0.into(), last_ms: crate::clock::mono_ms().into() })
+    }
+
+    /// Marks a request in flight until the guard drops (also when the request is cancelled).
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// How long the connection has had no request in flight (zero while one is).
+    fn idle_for(&self) -> Duration {
+        if self.inflight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(crate::clock::mono_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+struct InFlight(Arc<Activity>);
+
+/// A response body that keeps its request counted in flight until hyper drops it, so a long
+/// streaming response is never taken for an idle connection.
+struct TrackedBody {
+    inner: crate::upstream::Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = crate::upstream::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_ms.store(crate::clock::mono_ms(), Ordering::Relaxed);
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Drives one connection to its end: closes it gracefully (in-flight requests finish, HTTP/2
+/// says GOAWAY) on shutdown or once it has been idle for `idle`.
+async fn drive<C>(
+    conn: C,
+    activity: Arc<Activity>,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    C: GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(conn);
+    let check_every = (idle / 4).max(Duration::from_millis(25));
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = false;
+    // When an idle close began: an HTTP/2 client must answer the GOAWAY's PING before the
+    // connection ends, and one that never does is dropped once still idle `idle` later.
+    let mut idle_close_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopped(&mut shutdown), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = check.tick() => {
+                let idle_for = activity.idle_for();
+                match idle_close_at {
+                    None if !closing && idle_for >= idle => {
+                        tracing::debug!(%peer, "closing an idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        idle_close_at = Some(tokio::time::Instant::now());
+                    }
+                    Some(at) if at.elapsed() >= idle && idle_for >= idle => {
+                        tracing::debug!(%peer, "dropping an idle connection that did not close");
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 /// One thread's connections: serves what the acceptor deals it until `shutdown`, then drains
 /// within the grace period.
 async fn serve_connections(
@@ -236,7 +354,8 @@ async fn serve_connections(
     cfg: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a clone of `open`; `all_closed` ends once all are gone.
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -266,48 +385,50 @@ async fn serve_connections(
         };
         let gw = gateway.clone();
         let over_tls = cfg.tls.is_some();
+        let activity = Activity::new();
+        let act = activity.clone();
         let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            let gw = gw.clone();
+            let (gw, in_flight) = (gw.clone(), act.begin());
             if over_tls {
                 req.extensions_mut().insert(crate::tls::OverTls);
             }
-            async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
+            async move {
+                // In flight until the response body has been sent (or abandoned).
+                let resp = gw.handle(req, peer).await.map(|inner| TrackedBody { inner, _in_flight: in_flight });
+                Ok::<_, Infallible>(resp)
+            }
         });
+        let (idle, shutdown, open) = (cfg.idle_timeout, shutdown.clone(), open.clone());
         match &cfg.tls {
             None => {
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
-                    }
-                    drop(permit);
-                    drop(ip_slot);
+                    drive(conn, activity, idle, shutdown, peer).await;
+                    drop((permit, ip_slot, open));
                 });
             }
             Some(tls) => {
                 // The handshake runs in the connection's task, bounded like a request head
                 // (bad-inputs B9: a client that never sends its ClientHello).
-                let (acceptor, builder, watcher) = (tls.acceptor(), builder.clone(), graceful.watcher());
+                let (acceptor, builder) = (tls.acceptor(), builder.clone());
                 let handshake_timeout = cfg.header_read_timeout;
                 tokio::spawn(async move {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!(error = %e, %peer, "connection ended with an error");
-                            }
+                            drive(conn, activity, idle, shutdown, peer).await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                    drop(permit);
-                    drop(ip_slot);
+                    drop((permit, ip_slot, open));
                 });
             }
         }
     }
-    if tokio::time::timeout(cfg.drain_grace, graceful.shutdown()).await.is_err() {
+    // Open connections close gracefully on the shutdown signal; wait for them within the grace.
+    drop(open);
+    if tokio::time::timeout(cfg.drain_grace, all_closed.recv()).await.is_err() {
         tracing::warn!("proxy connections still open after the drain grace; closing them");
     }
 }
