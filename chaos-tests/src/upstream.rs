@@ -1,5 +1,7 @@
 //! A real upstream for data-plane tests: an HTTP/1.1 server on a loopback port that answers
-//! every request with a JSON echo of what it received and counts what reached it.
+//! every request with a JSON echo of what it received and counts what reached it. A path
+//! ending in `/drip` is answered instead with a slow streaming body: [`DRIP_CHUNKS`] chunks of
+//! `x\n`, [`DRIP_EVERY`] apart (a long-lived response, like server-sent events).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -37,7 +39,38 @@ fn wall_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-async fn echo(req: Request<Incoming>, c: Counters) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Chunks in a `/drip` response, and the pause before each.
+pub const DRIP_CHUNKS: u32 = 8;
+pub const DRIP_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// The `/drip` response body.
+struct Drip {
+    left: u32,
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for Drip {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(std::future::Future::poll(self.pause.as_mut(), cx));
+        self.left -= 1;
+        let next = tokio::time::Instant::now() + DRIP_EVERY;
+        self.pause.as_mut().reset(next);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"x\n")))))
+    }
+}
+
+type EchoBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+async fn echo(req: Request<Incoming>, c: Counters) -> Result<Response<EchoBody>, Infallible> {
     let Counters { hits, last, by_key } = c;
     hits.fetch_add(1, Ordering::SeqCst);
     if let Some(id) = req.headers().get("x-gateway-key-id").and_then(|v| v.to_str().ok()) {
@@ -51,6 +84,10 @@ async fn echo(req: Request<Incoming>, c: Counters) -> Result<Response<Full<Bytes
             .or_insert_with(Vec::new)
             .push(String::from_utf8_lossy(v.as_bytes()).to_string());
     }
+    if parts.uri.path().ends_with("/drip") {
+        let drip = Drip { left: DRIP_CHUNKS, pause: Box::pin(tokio::time::sleep(DRIP_EVERY)) };
+        return Ok(Response::new(drip.boxed_unsync()));
+    }
     let body_len = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
     let v = json!({
         "method": parts.method.as_str(),
@@ -61,7 +98,7 @@ async fn echo(req: Request<Incoming>, c: Counters) -> Result<Response<Full<Bytes
     *last.lock().expect("lock") = v.clone();
     Ok(Response::builder()
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(v.to_string())))
+        .body(Full::new(Bytes::from(v.to_string())).boxed_unsync())
         .expect("response"))
 }
 

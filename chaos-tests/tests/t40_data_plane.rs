@@ -910,6 +910,27 @@ async fn h2_idle_connections_are_closed() {
     assert_eq!(r.responses(1).next().and_then(|f| f.status()), Some(200), "{:?}", r.kinds());
     let r = h2::read_until(&mut s, Duration::from_secs(5), |r| r.closed).await;
     assert_eq!(r.goaway(), Some(0), "closed once idle after the request: {:?}", r.kinds());
+
+    // A response that streams for longer than the idle timeout (8 chunks 300 ms apart) is
+    // delivered whole: its request is in flight until the body is sent.
+    let mut s = h2::connect_acked(e.port).await;
+    let drip = h2_block(&[
+        (":method", "GET".into()),
+        (":scheme", "http".into()),
+        (":authority", "gw.test".into()),
+        (":path", "/orders/drip".into()),
+        ("authorization", format!("Bearer {}", e.f.reader_key)),
+    ]);
+    s.write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 1, &drip)).await.unwrap();
+    let r = h2::read_until(&mut s, Duration::from_secs(8), |r| {
+        r.closed || r.frames.iter().any(|f| f.kind == h2::DATA && f.stream == 1 && f.flags & h2::END_STREAM != 0)
+    })
+    .await;
+    let body: Vec<u8> =
+        r.frames.iter().filter(|f| f.kind == h2::DATA && f.stream == 1).flat_map(|f| f.payload.clone()).collect();
+    println!("streaming response: {} bytes, goaway {:?}", body.len(), r.goaway());
+    assert_eq!(body, b"x\n".repeat(chaos_tests::upstream::DRIP_CHUNKS as usize), "{:?}", r.kinds());
+    assert!(r.goaway().is_none(), "closed while the response was streaming: {:?}", r.kinds());
 }
 
 /// Resident memory of a process, in KiB (Linux).
