@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, raftgate against nginx, counted by valgrind's callgrind.
+#
+# Wall-clock figures on a shared 2-core machine move by ±20 % from run to run (docs/benchmarks.md),
+# which hides any change of a few per cent. Instructions executed in user space do not depend on
+# what else the machine is doing, so this is the figure to compare two builds with. It leaves
+# out the kernel (the system calls per request are compared with strace; see benchmarks.md).
+#
+# Both proxies run under callgrind in front of the same nginx upstream (static 200). Each gets
+# a warm-up, then collection is switched on for exactly N requests from oha (-c 8) and off
+# again; everything the process executes in that window counts, background threads included
+# (Raft heartbeats, the audit writer), as nginx has none.
+# Usage: bench/proxy-instructions.sh [requests]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+N=${1:-20000}
+install_bench_tools
+dpkg-query -W -f='${Status}' valgrind 2>/dev/null | grep -q "install ok installed" ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+cargo build --release --locked --workspace --bins >/dev/null
+BIN="$CARGO_TARGET_DIR/release/raftgate"
+W=$(mktemp -d)
+cleanup() {
+    kill "$(cat "$W/rg.pid" 2>/dev/null)" "$(cat "$W/ngx.pid" 2>/dev/null)" 2>/dev/null || true
+    nginx -c "$W/upstream.conf" -s stop 2>/dev/null || true
+    [ -n "${KEEP:-}" ] && echo "kept $W" || rm -rf "$W"
+}
+trap cleanup EXIT
+UP=18180; NGX=18181; RG=18182; ADM=18183; RAFT=18184
+cat > "$W/upstream.conf" <<NGINX
+worker_processes 1;
+pid $W/upstream.pid;
+error_log $W/upstream-error.log;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } } }
+NGINX
+# The peer: one nginx process (no master), so callgrind sees all of its work.
+cat > "$W/proxy.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $W/proxy.pid;
+error_log $W/proxy-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream up { server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:$NGX; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+NGINX
+nginx -c "$W/upstream.conf"
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/ngx.cg" \
+    nginx -c "$W/proxy.conf" >"$W/ngx.log" 2>&1 &
+echo $! > "$W/ngx.pid"
+
+head -c 32 /dev/urandom | base64 > "$W/token"
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/rg.cg" \
+    "$BIN" serve --id 1 --data-dir "$W/rg" --raft-addr 127.0.0.1:$RAFT --admin-addr 127.0.0.1:$ADM \
+    --proxy-addr 127.0.0.1:$RG --admin-token-file "$W/token" >"$W/rg.log" 2>&1 &
+echo $! > "$W/rg.pid"
+T=$(cat "$W/token")
+api() { curl -fsS -X "$1" -H "Authorization: Bearer $T" -H 'content-type: application/json' "http://127.0.0.1:$ADM$2" ${3:+-d "$3"}; }
+for _ in $(seq 1 300); do api GET /v1/consumers >/dev/null 2>&1 && break; sleep 0.2; done
+api PUT /v1/roles/reader '{"permissions":[{"methods":["GET"],"path":"/**"}]}' >/dev/null
+api PUT /v1/rate-limits/big '{"limit":100000000,"window_s":60,"per":"key"}' >/dev/null
+api PUT /v1/routes/api "{\"path_prefix\":\"/\",\"upstreams\":[\"http://127.0.0.1:$UP\"],\"rate_limits\":[\"big\"]}" >/dev/null
+api POST /v1/consumers '{"name":"bench","roles":["reader"]}' >/dev/null
+KEY=$(api POST /v1/keys '{"consumer":"bench"}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
+for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$NGX/" >/dev/null 2>&1 && break; sleep 0.2; done
+
+# dump NAME PID: the instructions counted since collection was last switched on (the newest
+# dump's total), once callgrind has written it.
+dump() {
+    local name=$1 pid=$2 before
+    before=$(ls "$W"/"$name".cg.* 2>/dev/null | wc -l)
+    callgrind_control -d "$pid" >/dev/null
+    for _ in $(seq 1 100); do
+        [ "$(ls "$W"/"$name".cg.* 2>/dev/null | wc -l)" -gt "$before" ] && break
+        sleep 0.1
+    done
+    grep -h '^totals:' "$(ls -t "$W"/"$name".cg.* | head -1)" | awk '{print $2}'
+}
+# count NAME PID URL [HEADER]: instructions over N requests after a warm-up, less what the
+# process does when idle over the same time (timers, Raft heartbeats): "name Ir ok".
+count() {
+    local name=$1 pid=$2 url=$3 hdr=${4:-X-Bench: 1} out ok idle t0 t1 load
+    "$OHA" -n 2000 -c 8 --no-tui -H "$hdr" "$url" >/dev/null
+    callgrind_control -i on "$pid" >/dev/null
+    sleep 5
+    callgrind_control -i off "$pid" >/dev/null
+    idle=$(dump "$name" "$pid")
+    callgrind_control -i on "$pid" >/dev/null
+    t0=$(date +%s.%N)
+    out=$("$OHA" -n "$N" -c 8 --no-tui --output-format json -H "$hdr" "$url")
+    t1=$(date +%s.%N)
+    callgrind_control -i off "$pid" >/dev/null
+    load=$(dump "$name" "$pid")
+    ok=$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["statusCodeDistribution"].get("200", 0))')
+    awk -v n="$name" -v l="$load" -v i="$idle" -v a="$t0" -v b="$t1" -v ok="$ok" \
+        'BEGIN { printf "%s %.0f %d %.0f %.1f\n", n, l - i * (b - a) / 5, ok, i / 5, b - a }'
+}
+NG=$(count ngx "$(cat "$W/ngx.pid")" "http://127.0.0.1:$NGX/")
+RGL=$(count rg "$(cat "$W/rg.pid")" "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $KEY")
+# valgrind does not emulate the SHA extensions, so SHA-256 (the key digest, the audit hash
+# chain) runs in software here and costs far more than on the machine itself: say how much.
+SHA=$(callgrind_annotate --inclusive=yes "$(ls -t "$W"/rg.cg.* | head -1)" 2>/dev/null |
+    awk '/sha2::sha256::compress256/ { gsub(",", "", $1); if ($1 + 0 > m) m = $1 + 0 } END { print m + 0 }')
+echo "requests per proxy: $N (oha -c 8, after 2,000 to warm up), valgrind $(valgrind --version | cut -d- -f2)"
+echo "$NG" "$RGL" | awk '{
+    n = $2 / $3; r = $7 / $8;
+    printf "nginx proxy: %.0f instructions for %d requests answered 200 (%.1f s; idle: %.0f a second): %.0f per request\n", $2, $3, $5, $4, n;
+    printf "raftgate, key auth + RBAC + rate limit + audit: %.0f for %d (%.1f s; idle: %.0f a second): %.0f per request\n", $7, $8, $10, $9, r;
+    printf "raftgate / nginx = %.2f (user-space instructions per proxied request)\n", r / n }'
+echo "$RGL" | awk -v sha="$SHA" '{ printf "of raftgate'"'"'s, SHA-256 in software (valgrind hides SHA-NI): %.0f per request; without it raftgate / nginx = ", sha / $3 }'
+echo "$NG" "$RGL" | awk -v sha="$SHA" '{ printf "%.2f\n", (($7 - sha) / $8) / ($2 / $3) }'
