@@ -271,15 +271,15 @@ impl Gateway {
             || (parts.version == http::Version::HTTP_2 && !hyper::body::Body::is_end_stream(&body));
         let mut out_headers = parts.headers;
         headers::clean_request(&mut out_headers);
-        headers::set(&mut out_headers, "x-forwarded-for", &ip);
-        headers::set(&mut out_headers, "x-forwarded-proto", if over_tls { "https" } else { "http" });
+        headers::set(&mut out_headers, &headers::X_FORWARDED_FOR, &ip);
+        headers::set(&mut out_headers, &headers::X_FORWARDED_PROTO, if over_tls { "https" } else { "http" });
         if let Some(h) = &host {
-            headers::set(&mut out_headers, "x-forwarded-host", h);
+            headers::set(&mut out_headers, &headers::X_FORWARDED_HOST, h);
         }
         if let Some(c) = &caller {
-            headers::set(&mut out_headers, "x-gateway-consumer", c.consumer.name.as_str());
-            headers::set(&mut out_headers, "x-gateway-key-id", &c.key.id);
-            headers::set(&mut out_headers, "x-gateway-roles", &authorize::role_names(c));
+            headers::set(&mut out_headers, &headers::X_GATEWAY_CONSUMER, c.consumer.name.as_str());
+            headers::set(&mut out_headers, &headers::X_GATEWAY_KEY_ID, &c.key.id);
+            headers::set(&mut out_headers, &headers::X_GATEWAY_ROLES, &authorize::role_names(c));
         }
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{canon}?{q}"),

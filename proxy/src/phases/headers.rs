@@ -9,39 +9,74 @@ use std::net::{IpAddr, SocketAddr};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// RFC 9110 hop-by-hop headers, plus proxy credentials.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+    )
+}
 
 /// Client-supplied headers an upstream might trust for identity or routing (Envoy
 /// CVE-2023-27487, APISIX CVE-2022-24112): always removed before forwarding.
-const SPOOFABLE: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-forwarded-uri",
-    "x-envoy-original-path",
-    "x-real-ip",
-    "x-authenticated-user",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "forwarded",
-];
+fn is_spoofable(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization"
+            | "x-api-key"
+            | "x-original-url"
+            | "x-rewrite-url"
+            | "x-forwarded-uri"
+            | "x-envoy-original-path"
+            | "x-real-ip"
+            | "x-authenticated-user"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "forwarded"
+    )
+}
 
 /// The gateway's identity headers; anything starting with this prefix from a client is removed.
 pub const IDENTITY_PREFIX: &str = "x-gateway-";
 
+/// Headers the gateway sets on the way to the upstream.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_GATEWAY_CONSUMER: HeaderName = HeaderName::from_static("x-gateway-consumer");
+pub static X_GATEWAY_KEY_ID: HeaderName = HeaderName::from_static("x-gateway-key-id");
+pub static X_GATEWAY_ROLES: HeaderName = HeaderName::from_static("x-gateway-roles");
+
+/// Removes the headers `doomed` picks, in one pass over the names present (a request carries a
+/// handful; checking each forbidden name against the map instead cost a name parse and a hash
+/// per forbidden name, most of them absent).
+fn remove_where(h: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = h.keys().filter(|k| doomed(k)).cloned().collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
+/// Removes hop-by-hop headers, and any header the `Connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    strip(h, false);
+}
+
+/// Cleans a request's headers for forwarding: hop-by-hop, credentials, spoofable and identity
+/// headers go; the gateway then sets its own.
+pub fn clean_request(h: &mut HeaderMap) {
+    strip(h, true);
+}
+
+fn strip(h: &mut HeaderMap, request: bool) {
     let named: Vec<HeaderName> = h
         .get_all(http::header::CONNECTION)
         .iter()
@@ -49,29 +84,16 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
-    }
+    remove_where(h, |k| {
+        let n = k.as_str();
+        is_hop_by_hop(n) || named.contains(k) || (request && (is_spoofable(n) || n.starts_with(IDENTITY_PREFIX)))
+    });
 }
 
-/// Cleans a request's headers for forwarding. `forwarded_for` is the chain to send upstream.
-pub fn clean_request(h: &mut HeaderMap) {
-    strip_hop_by_hop(h);
-    for n in SPOOFABLE {
-        h.remove(*n);
-    }
-    let identity: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with(IDENTITY_PREFIX)).cloned().collect();
-    for n in identity {
-        h.remove(n);
-    }
-}
-
-pub fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
+/// Sets `name` to `value`, unless `value` cannot be a header value.
+pub fn set(h: &mut HeaderMap, name: &HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
-        h.insert(HeaderName::from_static(name), v);
+        h.insert(name.clone(), v);
     }
 }
 
@@ -84,7 +106,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> I
         return ip;
     }
     let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -141,11 +163,34 @@ mod tests {
             ("te", "trailers"),
             ("x-original-url", "/admin"),
             ("accept", "*/*"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "7.7.7.7"),
+            ("proxy-authorization", "Basic x"),
+            ("x-gateway-key-id", "forged"),
+            ("user-agent", "t"),
         ] {
             h.append(k, HeaderValue::from_static(v));
         }
+        let mut response = h.clone();
         clean_request(&mut h);
-        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, vec!["accept"]);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["accept", "user-agent"]);
+        // A response keeps everything but the hop-by-hop headers.
+        strip_hop_by_hop(&mut response);
+        let mut left: Vec<&str> = response.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            vec![
+                "accept",
+                "authorization",
+                "user-agent",
+                "x-forwarded-for",
+                "x-gateway-consumer",
+                "x-gateway-key-id",
+                "x-original-url"
+            ]
+        );
     }
 }
