@@ -104,7 +104,9 @@ impl AuditLog {
         for body in bodies {
             let seq = head.seq + 1;
             let hash = chain(&head.hash, seq, body);
-            batch.put(seq.to_be_bytes(), encode(&Record { prev_hash: head.hash, hash, body: body.clone() })?);
+            // Version byte, two hashes, the body and its length prefix.
+            let record = Record { prev_hash: head.hash, hash, body: body.clone() };
+            batch.put(seq.to_be_bytes(), crate::codec::encode_sized(&record, body.len() + 80)?);
             head = Head { seq, hash };
         }
         batch.put(KEY_HEAD, encode(&head)?);
