@@ -26,7 +26,7 @@ const EJECT_FOR_MS: u64 = 10_000;
 const POOL_IDLE_PER_HOST: usize = 128;
 
 #[derive(Default)]
-struct Health {
+pub struct Health {
     consecutive_failures: AtomicU32,
     ejected_until_ms: AtomicU64,
 }
@@ -88,8 +88,9 @@ impl Upstreams {
         self.health.write().expect("health lock").entry(upstream.to_string()).or_default().clone()
     }
 
-    /// Upstreams of a route in the order to try them: round-robin start, ejected ones last.
-    pub fn order<'a>(&self, route: &str, upstreams: &'a [String]) -> Vec<&'a str> {
+    /// Upstreams of a route in the order to try them (round-robin start, ejected ones last),
+    /// each with its health record, so reporting the outcome needs no second lookup.
+    pub fn order<'a>(&self, route: &str, upstreams: &'a [String]) -> Vec<(&'a str, Arc<Health>)> {
         let cursor = {
             let found = self.cursors.read().expect("cursor lock").get(route).cloned();
             found.unwrap_or_else(|| {
@@ -103,26 +104,65 @@ impl Upstreams {
         let mut ejected = Vec::new();
         for i in 0..n {
             let u = upstreams[(start + i) % n].as_str();
-            if self.health(u).ejected_until_ms.load(Ordering::Relaxed) > now {
-                ejected.push(u);
+            let health = self.health(u);
+            if health.ejected_until_ms.load(Ordering::Relaxed) > now {
+                ejected.push((u, health));
             } else {
-                healthy.push(u);
+                healthy.push((u, health));
             }
         }
         healthy.extend(ejected);
         healthy
     }
+}
 
+impl Health {
+    /// Records the outcome of a request to `upstream` (named in the log on ejection).
     pub fn report(&self, upstream: &str, ok: bool) {
-        let h = self.health(upstream);
         if ok {
-            h.consecutive_failures.store(0, Ordering::Relaxed);
+            // Most outcomes are successes on a healthy upstream: skip the write then.
+            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
             return;
         }
-        let failures = h.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= EJECT_AFTER_FAILURES {
-            h.ejected_until_ms.store(now_ms() + EJECT_FOR_MS, Ordering::Relaxed);
+            self.ejected_until_ms.store(now_ms() + EJECT_FOR_MS, Ordering::Relaxed);
             tracing::warn!(upstream, failures, "upstream ejected");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(order: &[(&str, Arc<Health>)]) -> Vec<String> {
+        order.iter().map(|(u, _)| u.to_string()).collect()
+    }
+
+    #[test]
+    fn round_robin_then_failing_upstream_goes_last() {
+        let ups = Upstreams::new(Duration::from_secs(1));
+        let targets = vec!["http://a".to_string(), "http://b".to_string()];
+        assert_eq!(names(&ups.order("r", &targets)), ["http://a", "http://b"]);
+        assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
+        // Two failures in a row do not eject; a success in between resets the count.
+        let a = ups.order("r", &targets).remove(0).1;
+        a.report("http://a", false);
+        a.report("http://a", false);
+        a.report("http://a", true);
+        a.report("http://a", false);
+        a.report("http://a", false);
+        assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
+        assert_eq!(names(&ups.order("r", &targets)), ["http://a", "http://b"]);
+        // The third in a row ejects it: it comes last whatever the cursor says.
+        a.report("http://a", false);
+        for _ in 0..4 {
+            assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
+        }
+        // Routes keep their own cursors; health is per upstream.
+        assert_eq!(names(&ups.order("other", &targets)), ["http://b", "http://a"]);
     }
 }

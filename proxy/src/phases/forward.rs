@@ -98,7 +98,7 @@ pub async fn forward(
     });
     // One retry at most, and only for requests that cannot have reached the upstream.
     let attempts = if retryable { order.len().min(2) } else { 1 };
-    for (i, base) in order.iter().take(attempts).enumerate() {
+    for (i, (base, health)) in order.iter().take(attempts).enumerate() {
         let uri: Uri = format!("{}{}", base.trim_end_matches('/'), out.path_and_query)
             .parse()
             .map_err(|_| Deny::new(StatusCode::BAD_GATEWAY, "bad_upstream_uri"))?;
@@ -111,11 +111,11 @@ pub async fn forward(
         let req = req.body(b).map_err(|_| Deny::new(StatusCode::BAD_GATEWAY, "bad_upstream_request"))?;
         match tokio::time::timeout(timeout, upstreams.client().request(req)).await {
             Err(_) => {
-                upstreams.report(base, false);
+                health.report(base, false);
                 return Err(Deny::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"));
             }
             Ok(Err(e)) => {
-                upstreams.report(base, false);
+                health.report(base, false);
                 let connect = is_connect_error(&e);
                 tracing::debug!(upstream = %base, error = %e, connect, "upstream request failed");
                 if connect && i + 1 < attempts {
@@ -136,7 +136,7 @@ pub async fn forward(
                 ));
             }
             Ok(Ok(resp)) => {
-                upstreams.report(base, !resp.status().is_server_error());
+                health.report(base, !resp.status().is_server_error());
                 let (mut parts, body) = resp.into_parts();
                 super::headers::strip_hop_by_hop(&mut parts.headers);
                 return Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed()));
