@@ -437,6 +437,44 @@ async fn upstream_failures_and_unknown_routes() {
     assert_eq!(e.get("/nothing", Some(&e.f.reader_key)).await.0, 404);
 }
 
+/// Several upstreams per route: round-robin; an idempotent bodiless request whose upstream
+/// refuses the connection is retried on the next one; a request with a body is not (502);
+/// after three failures in a row the dead upstream is ejected and requests stop going to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_retry_and_passive_ejection() {
+    let e = env().await;
+    let dead = format!("http://127.0.0.1:{}", chaos_tests::node::free_port());
+    let (s, _) =
+        e.c.req(
+            1,
+            reqwest::Method::PUT,
+            "/v1/routes/pool",
+            Some(json!({ "path_prefix": "/admin/pool", "upstreams": [dead, e.up.url()] })),
+        )
+        .await
+        .unwrap();
+    assert!(s == 201 || s == 200);
+    let admin = e.f.admin_key.clone();
+    // GETs: every one answered, half of them after a retry past the dead upstream.
+    for i in 0..4 {
+        assert_eq!(e.get(&format!("/admin/pool/get-{i}"), Some(&admin)).await.0, 200, "GET {i}");
+    }
+    assert_eq!(e.up.hits(), 4);
+    let post =
+        |i: u32| e.http.post(format!("{}/admin/pool/post-{i}", e.proxy)).bearer_auth(&admin).body("payload").send();
+    // POSTs alternate between the upstreams; the one that meets the dead upstream is not
+    // retried (its body may have been sent), and that third failure in a row ejects it.
+    let (first, second) = (post(0).await.unwrap().status().as_u16(), post(1).await.unwrap().status().as_u16());
+    let mut statuses = [first, second];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 502], "one POST met the dead upstream and was not retried");
+    // Ejected: every request now goes to the live upstream first.
+    for i in 2..12 {
+        assert_eq!(post(i).await.unwrap().status().as_u16(), 200, "POST {i} after the ejection");
+    }
+    assert_eq!(e.up.hits(), 4 + 1 + 10);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_decision_is_audited_without_secrets() {
     let mut e = env().await;
