@@ -6,20 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 WINDOWS=${1:-3}; SECS=${2:-10}
 install_bench_tools
 W=$(mktemp -d); trap 'nginx -c $W/nginx.conf -s stop 2>/dev/null || true; rm -rf $W' EXIT
 UP=18090
-cat > "$W/nginx.conf" <<NGINX
-worker_processes 1;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
-}
-NGINX
+nginx_upstream_conf "$W/nginx.conf" $UP
 nginx -c "$W/nginx.conf"
 cargo build --release --locked --workspace --bins >/dev/null
 BENCH_OHA="$OHA" RAFTGATE_BIN="$CARGO_TARGET_DIR/release/raftgate" BENCH_UPSTREAM="http://127.0.0.1:$UP" "$CARGO_TARGET_DIR/release/bench-global-limits" --windows "$WINDOWS" --seconds "$SECS"

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 ROUNDS=${1:-3}; SECS=${2:-10}; CONNS=${3:-64}
 install_bench_tools
 cargo build --release --locked --workspace --bins >/dev/null
@@ -18,28 +19,12 @@ UP=18080; NGX=18081; RG=18082; ADM=18083; RAFT=18084
 # The fair protocol (benchmarks.md §5): the upstream is its own nginx with 1 worker; the nginx
 # proxy gets as many workers as raftgate has proxy threads (one per core).
 THREADS=$(nproc)
-cat > "$W/upstream.conf" <<NGINX
-worker_processes 1;
-pid $W/upstream.pid;
-error_log $W/upstream-error.log;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } } }
-NGINX
-cat > "$W/proxy.conf" <<NGINX
-worker_processes $THREADS;
-pid $W/proxy.pid;
-error_log $W/proxy-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream up { server 127.0.0.1:$UP; keepalive 128; }
-  server { listen 127.0.0.1:$NGX; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-NGINX
+nginx_upstream_conf "$W/upstream.conf" $UP
+nginx_proxy_conf "$W/proxy.conf" $NGX $UP "$THREADS"
 nginx -c "$W/upstream.conf"
 nginx -c "$W/proxy.conf"
 sleep 0.5
-NGX_WORKERS=$(pgrep -P "$(cat "$W/proxy.pid")" | tr '\n' ' ')
+NGX_WORKERS=$(pgrep -P "$(cat "$W/proxy.conf.pid")" | tr '\n' ' ')
 
 head -c 32 /dev/urandom | base64 > "$W/token"
 "$BIN" serve --id 1 --data-dir "$W/rg" --raft-addr 127.0.0.1:$RAFT --admin-addr 127.0.0.1:$ADM \
@@ -47,15 +32,10 @@ head -c 32 /dev/urandom | base64 > "$W/token"
 echo $! > "$W/rg.pid"
 RGPID=$(cat "$W/rg.pid")
 T=$(cat "$W/token")
-api() { curl -fsS -X "$1" -H "Authorization: Bearer $T" -H 'content-type: application/json' "http://127.0.0.1:$ADM$2" ${3:+-d "$3"}; }
-for _ in $(seq 1 100); do api GET /v1/consumers >/dev/null 2>&1 && break; sleep 0.1; done
-api PUT /v1/roles/reader '{"permissions":[{"methods":["GET"],"path":"/**"}]}' >/dev/null
-api PUT /v1/rate-limits/big '{"limit":100000000,"window_s":60,"per":"key"}' >/dev/null
-api PUT /v1/rate-limits/tiny '{"limit":1,"window_s":3600,"per":"key"}' >/dev/null
-api PUT /v1/routes/api "{\"path_prefix\":\"/\",\"upstreams\":[\"http://127.0.0.1:$UP\"],\"rate_limits\":[\"big\"]}" >/dev/null
-api PUT /v1/routes/limited "{\"path_prefix\":\"/limited\",\"upstreams\":[\"http://127.0.0.1:$UP\"],\"rate_limits\":[\"tiny\"]}" >/dev/null
-api POST /v1/consumers '{"name":"bench","roles":["reader"]}' >/dev/null
-KEY=$(api POST /v1/keys '{"consumer":"bench"}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
+KEY=$(bench_policy $ADM "$T" $UP)
+# The 429 path: a route whose per-key limit is spent after one request.
+bench_api $ADM "$T" PUT /v1/rate-limits/tiny '{"limit":1,"window_s":3600,"per":"key"}' >/dev/null
+bench_api $ADM "$T" PUT /v1/routes/limited "{\"path_prefix\":\"/limited\",\"upstreams\":[\"http://127.0.0.1:$UP\"],\"rate_limits\":[\"tiny\"]}" >/dev/null
 BAD="rgk_000000000000000000000000000000000000000000000000aa"
 
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/"$p"/stat))); done; echo $t; }

@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 N=${1:-20000}
 install_bench_tools
 dpkg-query -W -f='${Status}' valgrind 2>/dev/null | grep -q "install ok installed" ||
@@ -28,27 +29,9 @@ cleanup() {
 }
 trap cleanup EXIT
 UP=18180; NGX=18181; RG=18182; ADM=18183; RAFT=18184
-cat > "$W/upstream.conf" <<NGINX
-worker_processes 1;
-pid $W/upstream.pid;
-error_log $W/upstream-error.log;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } } }
-NGINX
+nginx_upstream_conf "$W/upstream.conf" $UP
 # The peer: one nginx process (no master), so callgrind sees all of its work.
-cat > "$W/proxy.conf" <<NGINX
-daemon off;
-master_process off;
-worker_processes 1;
-pid $W/proxy.pid;
-error_log $W/proxy-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream up { server 127.0.0.1:$UP; keepalive 128; }
-  server { listen 127.0.0.1:$NGX; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-NGINX
+nginx_proxy_conf "$W/proxy.conf" $NGX $UP 1 "daemon off; master_process off;"
 nginx -c "$W/upstream.conf"
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/ngx.cg" \
     nginx -c "$W/proxy.conf" >"$W/ngx.log" 2>&1 &
@@ -59,14 +42,7 @@ valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/rg.cg" \
     "$BIN" serve --id 1 --data-dir "$W/rg" --raft-addr 127.0.0.1:$RAFT --admin-addr 127.0.0.1:$ADM \
     --proxy-addr 127.0.0.1:$RG --admin-token-file "$W/token" >"$W/rg.log" 2>&1 &
 echo $! > "$W/rg.pid"
-T=$(cat "$W/token")
-api() { curl -fsS -X "$1" -H "Authorization: Bearer $T" -H 'content-type: application/json' "http://127.0.0.1:$ADM$2" ${3:+-d "$3"}; }
-for _ in $(seq 1 300); do api GET /v1/consumers >/dev/null 2>&1 && break; sleep 0.2; done
-api PUT /v1/roles/reader '{"permissions":[{"methods":["GET"],"path":"/**"}]}' >/dev/null
-api PUT /v1/rate-limits/big '{"limit":100000000,"window_s":60,"per":"key"}' >/dev/null
-api PUT /v1/routes/api "{\"path_prefix\":\"/\",\"upstreams\":[\"http://127.0.0.1:$UP\"],\"rate_limits\":[\"big\"]}" >/dev/null
-api POST /v1/consumers '{"name":"bench","roles":["reader"]}' >/dev/null
-KEY=$(api POST /v1/keys '{"consumer":"bench"}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
+KEY=$(bench_policy $ADM "$(cat "$W/token")" $UP)
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$NGX/" >/dev/null 2>&1 && break; sleep 0.2; done
 
 # dump NAME PID: the instructions counted since collection was last switched on (the newest
