@@ -13,7 +13,7 @@ pub struct Fixture {
 }
 
 /// One admin call through node 1 that must succeed; its answer.
-pub(crate) async fn ok(c: &TestCluster, method: reqwest::Method, path: &str, body: Value) -> Value {
+pub async fn ok(c: &TestCluster, method: reqwest::Method, path: &str, body: Value) -> Value {
     let (status, reply) = c.req(1, method.clone(), path, Some(body)).await.expect("admin call");
     assert!((200..300).contains(&status), "{method} {path}: {status} {reply}");
     reply

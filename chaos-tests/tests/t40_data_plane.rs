@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chaos_tests::fixture::{install, Fixture};
+use chaos_tests::fixture::{install, ok, Fixture};
 use chaos_tests::raw::{closes_within, exchange, status};
 use chaos_tests::{EchoUpstream, TestCluster};
 use serde_json::{json, Value};
@@ -421,16 +421,8 @@ async fn upstream_failures_and_unknown_routes() {
     let e = env().await;
     // A route whose upstream is down → 502.
     let dead = format!("http://127.0.0.1:{}", chaos_tests::node::free_port());
-    let (s, _) =
-        e.c.req(
-            1,
-            reqwest::Method::PUT,
-            "/v1/routes/dead",
-            Some(json!({ "path_prefix": "/orders/dead", "upstreams": [dead] })),
-        )
-        .await
-        .unwrap();
-    assert!(s == 201 || s == 200);
+    ok(&e.c, reqwest::Method::PUT, "/v1/routes/dead", json!({ "path_prefix": "/orders/dead", "upstreams": [dead] }))
+        .await;
     assert_eq!(e.get("/orders/dead/1", Some(&e.f.reader_key)).await.0, 502);
     // No route → 404.
     e.c.req(1, reqwest::Method::DELETE, "/v1/routes/api", None).await.unwrap();
@@ -444,16 +436,8 @@ async fn upstream_failures_and_unknown_routes() {
 async fn round_robin_retry_and_passive_ejection() {
     let e = env().await;
     let dead = format!("http://127.0.0.1:{}", chaos_tests::node::free_port());
-    let (s, _) =
-        e.c.req(
-            1,
-            reqwest::Method::PUT,
-            "/v1/routes/pool",
-            Some(json!({ "path_prefix": "/admin/pool", "upstreams": [dead, e.up.url()] })),
-        )
-        .await
-        .unwrap();
-    assert!(s == 201 || s == 200);
+    let pool = json!({ "path_prefix": "/admin/pool", "upstreams": [dead, e.up.url()] });
+    ok(&e.c, reqwest::Method::PUT, "/v1/routes/pool", pool).await;
     let admin = e.f.admin_key.clone();
     // GETs: every one answered, half of them after a retry past the dead upstream.
     for i in 0..4 {
@@ -719,7 +703,7 @@ async fn h2_empty_data_flood_has_bounded_memory() {
     use tokio::io::AsyncWriteExt;
     let e = env().await;
     let pid = e.c.nodes[&1].pid().unwrap();
-    let rss_before = rss_kib(pid);
+    let rss_before = chaos_tests::node::rss_kib(pid);
     let mut s = h2::connect_acked(e.port).await;
     s.write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS, 1, &h2_block(&h2_admin_post(&e.f.admin_key)))).await.unwrap();
     let empty = h2::frame(h2::DATA, 0, 1, &[]).repeat(1_000);
@@ -730,7 +714,7 @@ async fn h2_empty_data_flood_has_bounded_memory() {
         }
         frames += 1_000;
     }
-    let rss_peak = rss_kib(pid);
+    let rss_peak = chaos_tests::node::rss_kib(pid);
     let _ = s.write_all(&h2::frame(h2::DATA, h2::END_STREAM, 1, b"end")).await;
     let r = h2::read_until(&mut s, Duration::from_secs(5), |r| {
         r.responses(1).next().is_some() || r.reset(1).is_some() || r.goaway().is_some()
@@ -969,14 +953,4 @@ async fn h2_idle_connections_are_closed() {
     println!("streaming response: {} bytes, goaway {:?}", body.len(), r.goaway());
     assert_eq!(body, b"x\n".repeat(chaos_tests::upstream::DRIP_CHUNKS as usize), "{:?}", r.kinds());
     assert!(r.goaway().is_none(), "closed while the response was streaming: {:?}", r.kinds());
-}
-
-/// Resident memory of a process, in KiB (Linux).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()?.parse().ok()))
-        })
-        .unwrap_or(0)
 }

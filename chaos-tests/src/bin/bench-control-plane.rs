@@ -48,14 +48,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
+    chaos_tests::node::rss_kib(pid) as f64 / 1024.0
 }
 
 #[tokio::main]

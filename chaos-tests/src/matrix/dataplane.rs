@@ -9,18 +9,9 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::fixture::install;
+use crate::node::rss_kib;
 use crate::scenario::{probe_writes, settle, wait_until, Observer, Scenario, Workload};
 use crate::{EchoUpstream, TestCluster};
-
-/// Resident memory of a process, in KiB (Linux).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.split_whitespace().next()?.parse().ok()))
-        })
-        .unwrap_or(0)
-}
 
 /// R20 and J5: one node's audit store is slow (300 ms a write) and then fails every write,
 /// 3 s each, while requests go through that node. Requests must not wait for the store, the
