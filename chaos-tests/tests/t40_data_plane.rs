@@ -727,7 +727,7 @@ async fn h2_empty_data_flood_has_bounded_memory() {
         r.reset(1),
         r.goaway()
     );
-    assert!(rss_peak < rss_before + 32 * 1024, "RSS grew from {rss_before} to {rss_peak} KiB");
+    assert!(rss_peak < rss_before + 8 * 1024, "RSS grew from {rss_before} to {rss_peak} KiB");
     assert!(status.is_some() || r.reset(1).is_some() || r.goaway().is_some(), "no answer: {:?}", r.kinds());
     assert_eq!(e.get("/orders/after", Some(&e.f.reader_key)).await.0, 200);
 }
@@ -869,7 +869,7 @@ async fn h2_malformed_headers_are_protocol_errors() {
 async fn h2_trailers_without_end_stream_reset_the_stream() {
     use chaos_tests::raw::h2;
     use tokio::io::AsyncWriteExt;
-    let e = env().await;
+    let mut e = env().await;
     let mut s = h2::connect_acked(e.port).await;
     let mut bytes = h2::frame(h2::HEADERS, h2::END_HEADERS, 1, &h2_block(&h2_admin_post(&e.f.admin_key)));
     bytes.extend(h2::frame(h2::DATA, 0, 1, b"hello"));
@@ -878,7 +878,7 @@ async fn h2_trailers_without_end_stream_reset_the_stream() {
     let r = h2::read_until(&mut s, Duration::from_secs(5), |r| r.reset(1).is_some() || r.closed).await;
     println!("trailers without END_STREAM: reset {:?}, goaway {:?}", r.reset(1), r.goaway());
     assert!(r.reset(1) == Some(h2::PROTOCOL_ERROR) || r.goaway() == Some(h2::PROTOCOL_ERROR), "frames {:?}", r.kinds());
-    assert!(e.c.nodes[&1].pid().is_some(), "the node is running");
+    assert!(e.c.node(1).is_running(), "the node is running");
     assert_eq!(e.get("/orders/after", Some(&e.f.reader_key)).await.0, 200);
 }
 
