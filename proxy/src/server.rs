@@ -259,7 +259,15 @@ impl Activity {
     }
 }
 
+/// One request in flight on a connection; when it drops, the connection's idle time starts.
 struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_ms.store(crate::clock::mono_ms(), Ordering::Relaxed);
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// A response body that keeps its request counted in flight until hyper drops it, so a long
 /// streaming response is never taken for an idle connection.
@@ -285,13 +293,6 @@ impl hyper::body::Body for TrackedBody {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.last_ms.store(crate::clock::mono_ms(), Ordering::Relaxed);
-        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

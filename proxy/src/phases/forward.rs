@@ -109,7 +109,7 @@ pub async fn forward(
             *h = if i + 1 < attempts { headers.clone() } else { std::mem::take(&mut headers) };
         }
         let req = req.body(b).map_err(|_| Deny::new(StatusCode::BAD_GATEWAY, "bad_upstream_request"))?;
-        match tokio::time::timeout(timeout, upstreams.client().request(req)).await {
+        match tokio::time::timeout(timeout, upstreams.request(req)).await {
             Err(_) => {
                 health.report(base, false);
                 return Err(Deny::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"));
