@@ -15,6 +15,7 @@ pub mod node;
 pub mod powerfs;
 pub mod raw;
 pub mod scenario;
+pub mod scripted;
 pub mod upstream;
 pub mod webhook;
 

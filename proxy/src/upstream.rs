@@ -1,19 +1,23 @@
-//! Phase 6, forward: the pooled keep-alive client, round-robin over a route's upstreams, passive
-//! ejection of failing ones, and one retry of idempotent, bodiless requests that failed to
-//! connect.
+//! Phase 6, forward: the upstreams of a route in round-robin order, passive ejection of failing
+//! ones, and each proxy thread's pool of keep-alive HTTP/1.1 connections to them. The HTTP/1.1
+//! exchange itself is in [`wire`].
 
+pub mod wire;
+
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderMap, Method, Response};
 use http_body_util::combinators::BoxBody;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpStream;
 
-use crate::clock::now_ms;
+use crate::clock::{mono_ms, now_ms};
+use wire::WireError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -22,8 +26,13 @@ pub type Body = BoxBody<Bytes, BoxError>;
 const EJECT_AFTER_FAILURES: u32 = 3;
 /// How long an ejected upstream is skipped before it is tried again.
 const EJECT_FOR_MS: u64 = 10_000;
-/// Idle upstream connections kept per host: enough for 64 busy client connections.
-const POOL_IDLE_PER_HOST: usize = 128;
+/// Idle connections kept per upstream and proxy thread: enough for 64 busy client connections.
+const POOL_IDLE_PER_UPSTREAM: usize = 128;
+/// An idle pooled connection older than this is closed rather than reused.
+const POOL_IDLE_FOR_MS: u64 = 60_000;
+/// How often a thread's pool is swept of connections idle too long (also those of upstreams
+/// no route names any more).
+const POOL_SWEEP_EVERY_MS: u64 = 10_000;
 
 #[derive(Default)]
 pub struct Health {
@@ -31,67 +40,97 @@ pub struct Health {
     ejected_until_ms: AtomicU64,
 }
 
-type UpstreamClient = Client<HttpConnector, Body>;
+/// Tells upstreams apart in the per-thread pools.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
-/// Distinguishes `Upstreams` instances in the per-thread client cache.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Where an upstream base URL (`http://host[:port][/prefix]`) sends requests.
+struct Endpoint {
+    /// This upstream's connections in each thread's pool.
+    key: u64,
+    /// The host to connect to (an IPv6 literal without its brackets).
+    host: String,
+    port: u16,
+    /// Sent as `Host` when the client sent none (HTTP/2 clients send `:authority`).
+    authority: String,
+    /// Prepended to the request's path, without a trailing `/`.
+    prefix: String,
+}
 
-thread_local! {
-    /// This thread's upstream clients, one per `Upstreams` (a process normally has one).
-    static CLIENTS: std::cell::RefCell<Vec<(u64, UpstreamClient)>> = const { std::cell::RefCell::new(Vec::new()) };
+impl Endpoint {
+    fn parse(url: &str) -> Option<Self> {
+        let uri: http::Uri = url.parse().ok()?;
+        if uri.scheme() != Some(&http::uri::Scheme::HTTP) || uri.query().is_some() {
+            return None;
+        }
+        let authority = uri.authority()?;
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        let host = authority.host();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).to_string();
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        if !wire::is_request_target(&prefix) {
+            return None;
+        }
+        let port = match authority.port_u16() {
+            Some(p) => p,
+            // Anything after the host but a port that fits in 16 bits is an error.
+            None if authority.as_str().len() == authority.host().len() => 80,
+            None => return None,
+        };
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        Some(Self { key, host, port, authority: authority.to_string(), prefix })
+    }
+}
+
+/// One upstream as a route names it, with its passive health.
+pub struct Target {
+    pub url: String,
+    /// `None` if the URL cannot be used (not plain `http://`): its requests get 502.
+    endpoint: Option<Endpoint>,
+    pub health: Health,
+}
+
+/// Why a request could not be sent or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("upstream URL is not http://host[:port][/prefix]")]
+    BadTarget,
+    #[error("connecting: {0}")]
+    Connect(std::io::Error),
+    #[error(transparent)]
+    Wire(#[from] WireError),
 }
 
 pub struct Upstreams {
-    /// Tells this instance's clients apart in each thread's cache.
-    id: u64,
-    connector: HttpConnector,
+    connect_timeout: Duration,
     /// Round-robin cursor per route name.
     cursors: RwLock<HashMap<String, Arc<AtomicUsize>>>,
-    /// Passive health per upstream base URL.
-    health: RwLock<HashMap<String, Arc<Health>>>,
+    /// Every upstream seen, by base URL: parsed once, with its health.
+    targets: RwLock<HashMap<String, Arc<Target>>>,
 }
 
 impl Upstreams {
     pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Self { id, connector, cursors: RwLock::default(), health: RwLock::default() }
+        Self { connect_timeout, cursors: RwLock::default(), targets: RwLock::default() }
     }
 
-    /// Sends `req` through the calling thread's pooled client. Each proxy thread has its own
-    /// pool, so an upstream connection is only ever used by the thread whose runtime drives it:
-    /// with one shared pool, a request often went to a connection task on the other thread and
-    /// its response came back, two cross-thread wake-ups (measured: 1.72 eventfd writes per
-    /// request with one shared pool, 0.13 with a pool per thread).
-    pub fn request(&self, req: http::Request<Body>) -> ResponseFuture {
-        CLIENTS.with(|c| {
-            let mut clients = c.borrow_mut();
-            if let Some((_, client)) = clients.iter().find(|(id, _)| *id == self.id) {
-                return client.request(req);
-            }
-            let client = Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(self.connector.clone());
-            let sent = client.request(req);
-            clients.push((self.id, client));
-            sent
-        })
-    }
-
-    fn health(&self, upstream: &str) -> Arc<Health> {
-        if let Some(h) = self.health.read().expect("health lock").get(upstream) {
-            return h.clone();
+    fn target(&self, url: &str) -> Arc<Target> {
+        if let Some(t) = self.targets.read().expect("targets lock").get(url) {
+            return t.clone();
         }
-        self.health.write().expect("health lock").entry(upstream.to_string()).or_default().clone()
+        self.targets
+            .write()
+            .expect("targets lock")
+            .entry(url.to_string())
+            .or_insert_with(|| {
+                Arc::new(Target { url: url.to_string(), endpoint: Endpoint::parse(url), health: Health::default() })
+            })
+            .clone()
     }
 
-    /// Upstreams of a route in the order to try them (round-robin start, ejected ones last),
-    /// each with its health record, so reporting the outcome needs no second lookup.
-    pub fn order<'a>(&self, route: &str, upstreams: &'a [String]) -> Vec<(&'a str, Arc<Health>)> {
+    /// Upstreams of a route in the order to try them (round-robin start, ejected ones last).
+    pub fn order(&self, route: &str, upstreams: &[String]) -> Vec<Arc<Target>> {
         let cursor = {
             let found = self.cursors.read().expect("cursor lock").get(route).cloned();
             found.unwrap_or_else(|| {
@@ -104,17 +143,146 @@ impl Upstreams {
         let mut healthy = Vec::with_capacity(n);
         let mut ejected = Vec::new();
         for i in 0..n {
-            let u = upstreams[(start + i) % n].as_str();
-            let health = self.health(u);
-            if health.ejected_until_ms.load(Ordering::Relaxed) > now {
-                ejected.push((u, health));
+            let target = self.target(&upstreams[(start + i) % n]);
+            if target.health.ejected_until_ms.load(Ordering::Relaxed) > now {
+                ejected.push(target);
             } else {
-                healthy.push((u, health));
+                healthy.push(target);
             }
         }
         healthy.extend(ejected);
         healthy
     }
+
+    /// Sends one request to `target` on a pooled connection (or a new one) and returns once the
+    /// response head has arrived; the body streams from the connection as it is read.
+    ///
+    /// A pooled connection can turn out to have been closed by the upstream while it sat idle.
+    /// If nothing at all came back on it, a `replayable` request (idempotent, no body) is sent
+    /// once more on a new connection, as it cannot have been acted on.
+    pub async fn send(
+        &self,
+        target: &Target,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Option<Body>,
+        replayable: bool,
+    ) -> Result<Response<Body>, SendError> {
+        let ep = target.endpoint.as_ref().ok_or(SendError::BadTarget)?;
+        if !wire::is_request_target(path_and_query) {
+            return Err(SendError::BadTarget);
+        }
+        // Without a declared length a body goes chunked.
+        let chunked = body.is_some() && !headers.contains_key(http::header::CONTENT_LENGTH);
+        let mut head = Vec::with_capacity(256 + headers.len() * 48);
+        wire::encode_head(&mut head, method, &[&ep.prefix, path_and_query], headers, &ep.authority, chunked);
+        if let Some(io) = checkout(ep.key) {
+            match wire::exchange(io, &head, body, chunked, method, ep.key).await {
+                Err(e) if replayable && e.is_closed_before_response() => {
+                    tracing::debug!(upstream = %target.url, error = %e, "pooled connection was closed; sending again");
+                    return Ok(wire::exchange(self.connect(ep).await?, &head, None, false, method, ep.key).await?);
+                }
+                sent => return Ok(sent?),
+            }
+        }
+        let io = self.connect(ep).await?;
+        Ok(wire::exchange(io, &head, body, chunked, method, ep.key).await?)
+    }
+
+    async fn connect(&self, ep: &Endpoint) -> Result<TcpStream, SendError> {
+        let io = match tokio::time::timeout(self.connect_timeout, TcpStream::connect((ep.host.as_str(), ep.port))).await
+        {
+            Ok(Ok(io)) => io,
+            Ok(Err(e)) => return Err(SendError::Connect(e)),
+            Err(_) => return Err(SendError::Connect(std::io::ErrorKind::TimedOut.into())),
+        };
+        let _ = io.set_nodelay(true);
+        Ok(io)
+    }
+}
+
+/// Hashes the pool's keys (small sequential numbers) by one multiplication.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+struct Idle {
+    io: TcpStream,
+    since_ms: u64,
+}
+
+/// One proxy thread's idle upstream connections. Each thread has its own, so a connection is
+/// only ever used by the runtime that registered it, and taking or returning one is a map
+/// lookup with no lock.
+#[derive(Default)]
+struct Pool {
+    idle: HashMap<u64, Vec<Idle>, BuildHasherDefault<KeyHasher>>,
+    swept_ms: u64,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+/// Whether an idle connection can carry a request: the upstream has neither closed it nor sent
+/// anything unasked. Costs no system call unless the socket has signalled something.
+fn is_reusable(io: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// The most recently returned live connection to upstream `key`, if any.
+fn checkout(key: u64) -> Option<TcpStream> {
+    POOL.with(|p| {
+        let mut pool = p.borrow_mut();
+        let list = pool.idle.get_mut(&key)?;
+        let now = mono_ms();
+        while let Some(idle) = list.pop() {
+            if now.saturating_sub(idle.since_ms) > POOL_IDLE_FOR_MS {
+                // The newest is too old: so are the rest.
+                list.clear();
+                break;
+            }
+            if is_reusable(&idle.io) {
+                return Some(idle.io);
+            }
+        }
+        None
+    })
+}
+
+/// Returns a connection whose last response ended cleanly to the thread's pool.
+fn checkin(key: u64, io: TcpStream) {
+    let _ = POOL.try_with(|p| {
+        let Ok(mut pool) = p.try_borrow_mut() else { return };
+        let now = mono_ms();
+        if now.saturating_sub(pool.swept_ms) > POOL_SWEEP_EVERY_MS {
+            pool.swept_ms = now;
+            pool.idle.retain(|_, list| {
+                list.retain(|i| now.saturating_sub(i.since_ms) <= POOL_IDLE_FOR_MS);
+                !list.is_empty()
+            });
+        }
+        let list = pool.idle.entry(key).or_default();
+        if list.len() >= POOL_IDLE_PER_UPSTREAM {
+            list.remove(0);
+        }
+        list.push(Idle { io, since_ms: now });
+    });
 }
 
 impl Health {
@@ -139,8 +307,8 @@ impl Health {
 mod tests {
     use super::*;
 
-    fn names(order: &[(&str, Arc<Health>)]) -> Vec<String> {
-        order.iter().map(|(u, _)| u.to_string()).collect()
+    fn names(order: &[Arc<Target>]) -> Vec<String> {
+        order.iter().map(|t| t.url.clone()).collect()
     }
 
     #[test]
@@ -150,20 +318,34 @@ mod tests {
         assert_eq!(names(&ups.order("r", &targets)), ["http://a", "http://b"]);
         assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
         // Two failures in a row do not eject; a success in between resets the count.
-        let a = ups.order("r", &targets).remove(0).1;
-        a.report("http://a", false);
-        a.report("http://a", false);
-        a.report("http://a", true);
-        a.report("http://a", false);
-        a.report("http://a", false);
+        let a = ups.order("r", &targets).remove(0);
+        a.health.report("http://a", false);
+        a.health.report("http://a", false);
+        a.health.report("http://a", true);
+        a.health.report("http://a", false);
+        a.health.report("http://a", false);
         assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
         assert_eq!(names(&ups.order("r", &targets)), ["http://a", "http://b"]);
         // The third in a row ejects it: it comes last whatever the cursor says.
-        a.report("http://a", false);
+        a.health.report("http://a", false);
         for _ in 0..4 {
             assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
         }
         // Routes keep their own cursors; health is per upstream.
         assert_eq!(names(&ups.order("other", &targets)), ["http://b", "http://a"]);
+    }
+
+    #[test]
+    fn only_plain_http_base_urls_are_used() {
+        let ep = Endpoint::parse("http://[::1]:8080/v2/").expect("parses");
+        assert_eq!(
+            (ep.host.as_str(), ep.port, ep.authority.as_str(), ep.prefix.as_str()),
+            ("::1", 8080, "[::1]:8080", "/v2")
+        );
+        let ep = Endpoint::parse("http://up.internal").expect("parses");
+        assert_eq!((ep.port, ep.prefix.as_str()), (80, ""));
+        for bad in ["https://up:443", "http://u:p@up:80", "http://up:80/?q=1", "up:80", "http://up:99999"] {
+            assert!(Endpoint::parse(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -63,17 +63,22 @@ fn check_prefix(p: &str) -> Result<(), ApiError> {
 }
 
 fn check_upstream(u: &str) -> Result<(), ApiError> {
-    let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
+    // The data plane speaks plain HTTP/1.1 to upstreams: an https:// upstream would only ever
+    // get 502, so it is refused here, where the operator sees why.
+    let rest = u.strip_prefix("http://");
     let ok = rest.is_some_and(|r| {
         let authority = r.split('/').next().unwrap_or("");
         !authority.is_empty()
             && !authority.contains('@')
-            && authority.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_ok())
+            && !r.contains(['?', '#', ' '])
+            && (authority.ends_with(']') || authority.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_ok()))
     });
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!("upstream {u:?}: write it as http://host:port (no credentials)")))
+        Err(ApiError::bad_request(format!(
+            "upstream {u:?}: write it as http://host[:port][/path] (plain HTTP; no credentials, query or fragment)"
+        )))
     }
 }
 

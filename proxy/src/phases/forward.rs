@@ -7,12 +7,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 
 use crate::deny::Deny;
-use crate::upstream::{Body, BoxError, Upstreams};
+use crate::upstream::wire::WireError;
+use crate::upstream::{Body, BoxError, SendError, Upstreams};
 
 pub struct Outbound {
     pub method: Method,
@@ -77,10 +78,6 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
-fn is_connect_error(e: &hyper_util::client::legacy::Error) -> bool {
-    e.is_connect()
-}
-
 pub async fn forward(
     upstreams: &Upstreams,
     route: &str,
@@ -90,7 +87,6 @@ pub async fn forward(
 ) -> Result<Response<Body>, Deny> {
     let order = upstreams.order(route, targets);
     let retryable = out.body.is_none() && is_idempotent(&out.method);
-    let mut headers = out.headers;
     let deadline = out.body_read_timeout;
     let mut body = out.body.map(|b| {
         let limited = http_body_util::Limited::new(b, out.body_len_max as usize).map_err(BoxError::from).boxed();
@@ -98,48 +94,44 @@ pub async fn forward(
     });
     // One retry at most, and only for requests that cannot have reached the upstream.
     let attempts = if retryable { order.len().min(2) } else { 1 };
-    for (i, (base, health)) in order.iter().take(attempts).enumerate() {
-        let uri: Uri = format!("{}{}", base.trim_end_matches('/'), out.path_and_query)
-            .parse()
-            .map_err(|_| Deny::new(StatusCode::BAD_GATEWAY, "bad_upstream_uri"))?;
-        let b: Body = body.take().unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
-        let mut req = Request::builder().method(out.method.clone()).uri(uri);
-        if let Some(h) = req.headers_mut() {
-            // Only a request that may be retried keeps a copy of its headers.
-            *h = if i + 1 < attempts { headers.clone() } else { std::mem::take(&mut headers) };
-        }
-        let req = req.body(b).map_err(|_| Deny::new(StatusCode::BAD_GATEWAY, "bad_upstream_request"))?;
-        match tokio::time::timeout(timeout, upstreams.request(req)).await {
+    for (i, target) in order.iter().take(attempts).enumerate() {
+        let sent = upstreams.send(target, &out.method, &out.path_and_query, &out.headers, body.take(), retryable);
+        match tokio::time::timeout(timeout, sent).await {
             Err(_) => {
-                health.report(base, false);
+                target.health.report(&target.url, false);
                 return Err(Deny::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"));
             }
-            Ok(Err(e)) => {
-                health.report(base, false);
-                let connect = is_connect_error(&e);
-                tracing::debug!(upstream = %base, error = %e, connect, "upstream request failed");
-                if connect && i + 1 < attempts {
-                    continue;
-                }
-                if is_body_timeout(&e) {
+            Ok(Err(SendError::BadTarget)) => return Err(Deny::new(StatusCode::BAD_GATEWAY, "bad_upstream_uri")),
+            // The client's body failed, not the upstream: its health is unchanged.
+            Ok(Err(SendError::Wire(WireError::RequestBody(e)))) => {
+                if is_body_timeout(&*e) {
                     // The rest of the body is not worth waiting for: close the connection.
                     return Err(Deny::new(StatusCode::REQUEST_TIMEOUT, "body_timeout")
                         .with_header(http::header::CONNECTION, http::HeaderValue::from_static("close")));
                 }
-                // A body over the limit surfaces here as a send error.
-                if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit exceeded")) {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                     return Err(Deny::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+                }
+                tracing::debug!(error = %e, "request body failed");
+                return Err(Deny::bad_request("body_incomplete")
+                    .with_header(http::header::CONNECTION, http::HeaderValue::from_static("close")));
+            }
+            Ok(Err(e)) => {
+                target.health.report(&target.url, false);
+                let connect = matches!(e, SendError::Connect(_));
+                tracing::debug!(upstream = %target.url, error = %e, connect, "upstream request failed");
+                if connect && i + 1 < attempts {
+                    continue;
                 }
                 return Err(Deny::new(
                     StatusCode::BAD_GATEWAY,
                     if connect { "upstream_unreachable" } else { "upstream_error" },
                 ));
             }
-            Ok(Ok(resp)) => {
-                health.report(base, !resp.status().is_server_error());
-                let (mut parts, body) = resp.into_parts();
-                super::headers::strip_hop_by_hop(&mut parts.headers);
-                return Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed()));
+            Ok(Ok(mut resp)) => {
+                target.health.report(&target.url, !resp.status().is_server_error());
+                super::headers::strip_hop_by_hop(resp.headers_mut());
+                return Ok(resp);
             }
         }
     }

@@ -1,0 +1,681 @@
+//! HTTP/1.1 to the upstreams, on the proxy thread's own task: the request head written in one
+//! buffer, the response head parsed with `httparse`, and the response body decoded as the client
+//! reads it, with the connection going back to the thread's pool the moment its body ends.
+//!
+//! Why not hyper's client: it drives each upstream connection in a task of its own and hands
+//! every request and response across a channel to it, a wake-up of that task and one back per
+//! request, plus its pool's map lookups; that was a third of the proxy's instructions per request
+//! (docs/benchmarks.md). Here the client's own connection task writes the request and reads the
+//! answer: no extra task, no channel.
+//!
+//! What an upstream may send is checked as strictly as what a client may: a head over
+//! [`HEAD_LEN_MAX`] bytes or [`HEADERS_MAX`] fields, a malformed or ambiguous length, or a body
+//! cut short is an error (the client gets 502 or a reset body), and a connection is reused only
+//! after a response whose end was certain (RFC 9112 §6.3, §9.3).
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use hyper::body::{Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{checkin, BoxError};
+
+/// Largest response head accepted from an upstream.
+pub const HEAD_LEN_MAX: usize = 64 * 1024;
+/// Most header fields in one response head.
+pub const HEADERS_MAX: usize = 100;
+/// Longest chunk-size line (with extensions) or trailer line in a chunked body.
+const LINE_LEN_MAX: usize = 4096;
+/// Most trailer bytes read (and dropped) after a chunked body.
+const TRAILERS_LEN_MAX: usize = 64 * 1024;
+/// How much is read from the socket at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why an exchange with an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The socket failed or closed before a whole response head arrived.
+    #[error("upstream connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The upstream answered with something that is not a usable HTTP/1.1 response head.
+    #[error("bad response from the upstream: {0}")]
+    BadResponse(&'static str),
+    /// Reading the client's request body failed (too large, too slow, or the client went away).
+    #[error("request body: {0}")]
+    RequestBody(BoxError),
+}
+
+impl WireError {
+    /// Nothing came back on a connection taken from the pool: the upstream most likely closed
+    /// it while it sat idle, so the request never reached an application.
+    pub fn is_closed_before_response(&self) -> bool {
+        match self {
+            WireError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Writes the request head for `method target` into `buf`, Host first. `host` is sent only if
+/// the client's headers have no `Host` (HTTP/2 clients send `:authority` instead); `chunked` adds
+/// the framing for a body of unknown length.
+pub fn encode_head(
+    buf: &mut Vec<u8>,
+    method: &Method,
+    target: &[&str],
+    headers: &HeaderMap,
+    host: &str,
+    chunked: bool,
+) {
+    buf.extend_from_slice(method.as_str().as_bytes());
+    buf.push(b' ');
+    for part in target {
+        buf.extend_from_slice(part.as_bytes());
+    }
+    buf.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    match headers.get(http::header::HOST) {
+        Some(h) => buf.extend_from_slice(h.as_bytes()),
+        None => buf.extend_from_slice(host.as_bytes()),
+    }
+    buf.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == http::header::HOST {
+            continue;
+        }
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Whether `s` may stand in a request line as written: visible ASCII only, so nothing in it can
+/// end the line or split the target.
+pub fn is_request_target(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// One request-response exchange on `io`. `body` (if any) is streamed after the head, chunked
+/// unless the head carries a Content-Length; an upstream that answers before it has read the
+/// whole body is answered from then on (and its connection is not reused).
+pub async fn exchange(
+    mut io: TcpStream,
+    head: &[u8],
+    body: Option<super::Body>,
+    chunked: bool,
+    method: &Method,
+    pool_key: u64,
+) -> Result<Response<super::Body>, WireError> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut body_sent = true;
+    match body {
+        None => io.write_all(head).await?,
+        Some(body) => {
+            io.write_all(head).await?;
+            match send_body(&mut io, &mut buf, body, chunked).await {
+                Ok(finished) => body_sent = finished,
+                // The upstream may have answered and closed before reading everything (a 413,
+                // say): its answer is worth more than the write error.
+                Err(WireError::Io(e)) => {
+                    body_sent = false;
+                    if buf.is_empty() && io.try_read_buf(&mut buf).unwrap_or(0) == 0 {
+                        return Err(WireError::Io(e));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let (resp, framing, keep_alive) = read_head(&mut io, &mut buf, method).await?;
+    let body = UpstreamBody { io: Some(io), buf, framing, keep_alive: keep_alive && body_sent, pool_key };
+    let (parts, ()) = resp.into_parts();
+    Ok(Response::from_parts(parts, http_body_util::BodyExt::boxed(body)))
+}
+
+/// Streams the request body. Returns `false` if the upstream started answering first (what it
+/// sent is left in `buf`), `true` once the whole body is sent. The socket is watched for an
+/// answer both while waiting for the client's next piece and while writing one, so an upstream
+/// that refuses an upload and stops reading is heard at once instead of stalling the write.
+async fn send_body(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut body: super::Body,
+    chunked: bool,
+) -> Result<bool, WireError> {
+    use http_body_util::BodyExt;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            f = body.frame() => f,
+            r = io.readable() => {
+                r?;
+                if answered(io, buf)? {
+                    return Ok(false);
+                }
+                continue;
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => return Err(WireError::RequestBody(e)),
+            // Trailers from the client are not forwarded.
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+        };
+        let sent = if chunked {
+            let size = format!("{:x}\r\n", data.len());
+            write_watching(io, buf, size.as_bytes()).await?
+                && write_watching(io, buf, &data).await?
+                && write_watching(io, buf, b"\r\n").await?
+        } else {
+            write_watching(io, buf, &data).await?
+        };
+        if !sent {
+            return Ok(false);
+        }
+    }
+    if chunked && !write_watching(io, buf, b"0\r\n\r\n").await? {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Writes all of `data` unless the upstream answers first (`false`).
+async fn write_watching(io: &TcpStream, buf: &mut BytesMut, mut data: &[u8]) -> Result<bool, WireError> {
+    while !data.is_empty() {
+        tokio::select! {
+            biased;
+            r = io.writable() => {
+                r?;
+                match io.try_write(data) {
+                    Ok(n) => data = &data[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(WireError::Io(e)),
+                }
+            }
+            r = io.readable() => {
+                r?;
+                if answered(io, buf)? {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Reads what the upstream sent while the body was going out: `true` if it is (the start of) a
+/// final answer. `100 Continue` (to a forwarded `Expect`, or unasked) asks for the rest.
+fn answered(io: &TcpStream, buf: &mut BytesMut) -> Result<bool, WireError> {
+    buf.reserve(READ_CHUNK);
+    match io.try_read_buf(buf) {
+        Ok(0) => Err(WireError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        Ok(_) => Ok(!skip_interim(buf)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(WireError::Io(e)),
+    }
+}
+
+/// Consumes the interim (1xx, not 101) answers at the start of `buf`. `true` if no final answer
+/// is complete yet (what is left is empty or the start of a head).
+fn skip_interim(buf: &mut BytesMut) -> bool {
+    loop {
+        if buf.is_empty() {
+            return true;
+        }
+        let mut fields = [httparse::EMPTY_HEADER; HEADERS_MAX];
+        let mut parsed = httparse::Response::new(&mut fields);
+        match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) if parsed.code.is_some_and(|c| (100..200).contains(&c) && c != 101) => {
+                buf.advance(len);
+            }
+            Ok(httparse::Status::Partial) => return buf.len() < HEAD_LEN_MAX,
+            _ => return false,
+        }
+    }
+}
+
+/// Reads into `buf` once, failing on end of stream.
+async fn read_more(io: &mut TcpStream, buf: &mut BytesMut) -> Result<(), WireError> {
+    buf.reserve(READ_CHUNK);
+    // Through `AsyncRead`, which takes a short read as "drained" and skips the read that would
+    // only say EAGAIN (`try_read_buf` does not).
+    match tokio::io::AsyncReadExt::read_buf(io, buf).await? {
+        0 => Err(WireError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        _ => Ok(()),
+    }
+}
+
+/// Reads the final response head (interim 1xx answers are skipped), and says how its body is
+/// delimited and whether the connection may carry another request after it.
+async fn read_head(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<(Response<()>, Framing, bool), WireError> {
+    loop {
+        if buf.is_empty() {
+            read_more(io, buf).await?;
+        }
+        match parse_head(buf, method)? {
+            Some(Parsed::Interim) => continue,
+            Some(Parsed::Final(resp, framing, keep_alive)) => return Ok((resp, framing, keep_alive)),
+            None if buf.len() >= HEAD_LEN_MAX => return Err(WireError::BadResponse("head too large")),
+            None => read_more(io, buf).await?,
+        }
+    }
+}
+
+enum Parsed {
+    /// A 1xx answer other than 101 (consumed from the buffer).
+    Interim,
+    Final(Response<()>, Framing, bool),
+}
+
+/// Parses one response head at the start of `buf` and consumes it; `None` if it is not all
+/// there yet.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, WireError> {
+    let mut fields = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(WireError::BadResponse("too many headers")),
+        Err(_) => return Err(WireError::BadResponse("malformed head")),
+    };
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| WireError::BadResponse("bad status"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // The gateway does not proxy upgraded connections, and never asks for one.
+        return Err(WireError::BadResponse("unrequested protocol switch"));
+    }
+    if status.is_informational() {
+        buf.advance(len);
+        return Ok(Some(Parsed::Interim));
+    }
+    let http11 = parsed.version == Some(1);
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let (mut te_chunked, mut te_other, mut length, mut close) = (false, false, None::<u64>, !http11);
+    for f in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| WireError::BadResponse("bad header name"))?;
+        let value = HeaderValue::from_bytes(f.value).map_err(|_| WireError::BadResponse("bad header value"))?;
+        if name == TRANSFER_ENCODING {
+            // Only the last coding decides the framing; any coding after `chunked` makes the
+            // body end at close.
+            let last = f.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+            if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                te_chunked = true;
+                te_other = false;
+            } else {
+                te_other = true;
+            }
+        } else if name == CONTENT_LENGTH {
+            // A list of equal values is one value (RFC 9112 §6.3); anything else is an error.
+            for v in f.value.split(|b| *b == b',') {
+                let v = v.trim_ascii();
+                if v.is_empty() || !v.iter().all(u8::is_ascii_digit) || v.len() > 19 {
+                    return Err(WireError::BadResponse("bad content-length"));
+                }
+                let n: u64 = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+                if length.is_some_and(|l| l != n) {
+                    return Err(WireError::BadResponse("conflicting content-length"));
+                }
+                length = Some(n);
+            }
+        } else if name == CONNECTION {
+            let tokens = f.value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+            for t in tokens {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !http11 && t.eq_ignore_ascii_case(b"keep-alive") {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let bodiless = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        Framing::Length(0)
+    } else if te_chunked || te_other {
+        // Transfer-Encoding overrides Content-Length, but a response with both may have been
+        // crafted to desynchronise: never reuse its connection.
+        if length.is_some() || te_other {
+            close = true;
+        }
+        // The length is not the body's: passed on, it would cut the client's copy short.
+        headers.remove(CONTENT_LENGTH);
+        if te_other {
+            Framing::Close
+        } else {
+            Framing::Chunked(Chunk::Size)
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        close = true;
+        Framing::Close
+    };
+    buf.advance(len);
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Ok(Some(Parsed::Final(resp, framing, !close)))
+}
+
+/// How the response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// At end of stream (the connection cannot be reused).
+    Close,
+    Done,
+}
+
+/// Where a chunked decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// This many bytes of chunk data are left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one (this many trailer bytes so far).
+    Trailers(usize),
+}
+
+/// The upstream's response body, read as the client's side asks for it. It owns the connection,
+/// and returns it to the pool as soon as the body has ended cleanly on a reusable connection.
+struct UpstreamBody {
+    io: Option<TcpStream>,
+    buf: BytesMut,
+    framing: Framing,
+    keep_alive: bool,
+    pool_key: u64,
+}
+
+impl UpstreamBody {
+    /// The body has ended: the connection goes back to the pool if nothing else is pending on it.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let Some(io) = self.io.take() {
+            if self.keep_alive && self.buf.is_empty() {
+                checkin(self.pool_key, io);
+            }
+        }
+    }
+
+    /// Reads more from the socket. `Ok(false)` at end of stream.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, BoxError>> {
+        let Some(io) = self.io.as_mut() else { return Poll::Ready(Ok(false)) };
+        self.buf.reserve(READ_CHUNK);
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf))?;
+        Poll::Ready(Ok(n > 0))
+    }
+
+    /// Takes one line (without its CRLF) from the buffer, if a whole one is there.
+    fn take_line(&mut self) -> Result<Option<Bytes>, BoxError> {
+        match self.buf.windows(2).position(|w| w == b"\r\n") {
+            Some(i) => {
+                let line = self.buf.split_to(i).freeze();
+                self.buf.advance(2);
+                Ok(Some(line))
+            }
+            None if self.buf.len() > LINE_LEN_MAX => Err(WireError::BadResponse("chunk line too long").into()),
+            None => Ok(None),
+        }
+    }
+
+    /// Decodes what the buffer holds: a data frame, the end (`Some(None)`), or `None` if more
+    /// must be read first.
+    fn decode(&mut self) -> Result<Option<Option<Bytes>>, BoxError> {
+        loop {
+            match self.framing {
+                Framing::Done => return Ok(Some(None)),
+                Framing::Length(0) => {
+                    self.finish();
+                    return Ok(Some(None));
+                }
+                Framing::Length(n) => {
+                    if self.buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = self.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+                    let data = self.buf.split_to(take).freeze();
+                    self.framing = Framing::Length(n - take as u64);
+                    if n == take as u64 {
+                        self.finish();
+                    }
+                    return Ok(Some(Some(data)));
+                }
+                Framing::Close => {
+                    if self.buf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(Some(self.buf.split().freeze())));
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let Some(line) = self.take_line()? else { return Ok(None) };
+                    let size = line.split(|b| *b == b';').next().unwrap_or(&[]).trim_ascii();
+                    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+                        return Err(WireError::BadResponse("bad chunk size").into());
+                    }
+                    let n = size.iter().fold(0u64, |n, b| n * 16 + (*b as char).to_digit(16).unwrap_or(0) as u64);
+                    self.framing = Framing::Chunked(if n == 0 { Chunk::Trailers(0) } else { Chunk::Data(n) });
+                }
+                Framing::Chunked(Chunk::Data(n)) => {
+                    if self.buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = self.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+                    let data = self.buf.split_to(take).freeze();
+                    let left = n - take as u64;
+                    self.framing = Framing::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
+                    return Ok(Some(Some(data)));
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if self.buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &self.buf[..2] != b"\r\n" {
+                        return Err(WireError::BadResponse("chunk data overruns its size").into());
+                    }
+                    self.buf.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers(seen)) => {
+                    // Trailers are read past and dropped, as before.
+                    let Some(line) = self.take_line()? else { return Ok(None) };
+                    if line.is_empty() {
+                        self.finish();
+                        return Ok(Some(None));
+                    }
+                    let seen = seen + line.len() + 2;
+                    if seen > TRAILERS_LEN_MAX {
+                        return Err(WireError::BadResponse("trailers too large").into());
+                    }
+                    self.framing = Framing::Chunked(Chunk::Trailers(seen));
+                }
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            match this.decode() {
+                Ok(Some(Some(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Some(None)) => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => {
+                    this.framing = Framing::Done;
+                    this.io = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            match ready!(this.poll_read(cx)) {
+                Ok(true) => {}
+                Ok(false) if this.framing == Framing::Close => {
+                    this.framing = Framing::Done;
+                    this.io = None;
+                    return Poll::Ready(None);
+                }
+                Ok(false) => {
+                    this.framing = Framing::Done;
+                    this.io = None;
+                    return Poll::Ready(Some(Err(WireError::BadResponse("body cut short").into())));
+                }
+                Err(e) => {
+                    this.framing = Framing::Done;
+                    this.io = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], method: &Method) -> Result<Option<(StatusCode, Framing, bool, usize)>, WireError> {
+        let mut buf = BytesMut::from(raw);
+        Ok(parse_head(&mut buf, method)?.map(|p| match p {
+            Parsed::Interim => (StatusCode::CONTINUE, Framing::Done, false, buf.len()),
+            Parsed::Final(r, f, k) => (r.status(), f, k, buf.len()),
+        }))
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let get = Method::GET;
+        let (s, f, k, rest) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n", &get).unwrap().unwrap();
+        assert_eq!((s, f, k, rest), (StatusCode::OK, Framing::Length(3), true, 3));
+        // HEAD, 204 and 304 have no body whatever the length says.
+        let (_, f, k, _) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n", &Method::HEAD).unwrap().unwrap();
+        assert_eq!((f, k), (Framing::Length(0), true));
+        let (_, f, _, _) = parse(b"HTTP/1.1 304 Not Modified\r\n\r\n", &get).unwrap().unwrap();
+        assert_eq!(f, Framing::Length(0));
+        // Chunked wins over a length, and such a connection is not reused.
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert_eq!(parse(raw, &get).unwrap().unwrap().1, Framing::Chunked(Chunk::Size));
+        assert!(!parse(raw, &get).unwrap().unwrap().2);
+        // No length: the body ends at close.
+        let (_, f, k, _) = parse(b"HTTP/1.1 200 OK\r\n\r\n", &get).unwrap().unwrap();
+        assert_eq!((f, k), (Framing::Close, false));
+        // A coding after chunked: ends at close too.
+        let (_, f, k, _) =
+            parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n", &get).unwrap().unwrap();
+        assert_eq!((f, k), (Framing::Close, false));
+        // HTTP/1.0 and Connection: close are not reused.
+        assert!(!parse(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", &get).unwrap().unwrap().2);
+        assert!(!parse(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n", &get).unwrap().unwrap().2);
+        // Equal lengths are one length; different ones, or junk, are errors.
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\n", &get).unwrap().unwrap().1,
+            Framing::Length(2)
+        );
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0x10\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"NOTHTTP 200 OK\r\n\r\n",
+        ] {
+            assert!(parse(bad, &get).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        // Interim answers are consumed; a partial head asks for more.
+        let (s, _, _, rest) = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", &get).unwrap().unwrap();
+        assert_eq!((s, rest), (StatusCode::CONTINUE, 17));
+        assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-le", &get).unwrap().is_none());
+    }
+
+    fn decode_all(framing: Framing, wire: &[u8]) -> Result<(Vec<u8>, BytesMut), BoxError> {
+        let mut body = UpstreamBody { io: None, buf: BytesMut::from(wire), framing, keep_alive: false, pool_key: 0 };
+        let mut out = Vec::new();
+        loop {
+            match body.decode()? {
+                Some(Some(d)) => out.extend_from_slice(&d),
+                Some(None) => return Ok((out, body.buf)),
+                None => return Err("incomplete".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_and_stop_at_their_end() {
+        let start = Framing::Chunked(Chunk::Size);
+        let (out, rest) = decode_all(start, b"3;ext=1\r\nabc\r\na\r\n0123456789\r\n0\r\nx-t: 1\r\n\r\nNEXT").unwrap();
+        assert_eq!(out, b"abc0123456789");
+        assert_eq!(&rest[..], b"NEXT");
+        // Data longer than its size, a bad size, an endless size line: errors.
+        assert!(decode_all(start, b"2\r\nabc\r\n0\r\n\r\n").is_err());
+        assert!(decode_all(start, b"zz\r\n").is_err());
+        assert!(decode_all(start, b"-1\r\n").is_err());
+        assert!(decode_all(start, &[b'1'; 5000]).is_err());
+        // A body cut short is incomplete, never a short success.
+        assert!(decode_all(start, b"5\r\nab").is_err());
+        let (out, rest) = decode_all(Framing::Length(2), b"okNEXT").unwrap();
+        assert_eq!((&out[..], &rest[..]), (&b"ok"[..], &b"NEXT"[..]));
+    }
+
+    #[test]
+    fn request_heads_are_written_as_sent() {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("1"));
+        let mut interim = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2"[..]);
+        assert!(skip_interim(&mut interim));
+        assert_eq!(&interim[..], b"HTTP/1.1 2");
+        assert!(!skip_interim(&mut BytesMut::from(&b"HTTP/1.1 413 Too Large\r\n\r\n"[..])));
+        let mut buf = Vec::new();
+        encode_head(&mut buf, &Method::POST, &["/base", "/p?q=1"], &h, "up:8080", true);
+        assert_eq!(buf, b"POST /base/p?q=1 HTTP/1.1\r\nhost: up:8080\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n");
+        h.insert(http::header::HOST, HeaderValue::from_static("client.example"));
+        buf.clear();
+        encode_head(&mut buf, &Method::GET, &["/"], &h, "up:8080", false);
+        assert_eq!(buf, b"GET / HTTP/1.1\r\nhost: client.example\r\nx-a: 1\r\n\r\n");
+        assert!(is_request_target("/a%20b?c=d&e"));
+        assert!(!is_request_target("/a b"));
+        assert!(!is_request_target("/a\r\nx: y"));
+    }
+}
