@@ -100,7 +100,10 @@ impl Gateway {
         let policy = self.policy.load_full();
         let client_ip = headers::client_ip(peer, req.headers(), &self.cfg.trusted_proxies);
         let method = req.method().to_string();
-        let mut facts = Facts { path: req.uri().path().chars().take(512).collect(), ..Facts::default() };
+        // A request refused before its path was canonicalised is audited with the path as sent
+        // (cut to 512 characters); taken only then, from this cheap copy of the URI.
+        let uri = req.uri().clone();
+        let mut facts = Facts::default();
         let (resp, reason) = match self.run(req, &policy, client_ip, &mut facts).await {
             Ok(resp) if facts.stale => (resp, "ok_stale_policy"),
             Ok(resp) => (resp, "ok"),
@@ -114,6 +117,9 @@ impl Gateway {
                 (deny.into_response(), reason)
             }
         };
+        if facts.path.is_empty() {
+            facts.path = uri.path().chars().take(512).collect();
+        }
         let decision = if reason.starts_with("ok") { "allow" } else { "deny" };
         let status = resp.status().as_u16();
         let elapsed = started.elapsed();
@@ -269,17 +275,19 @@ impl Gateway {
         let has_body = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
             || parts.headers.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
             || (parts.version == http::Version::HTTP_2 && !hyper::body::Body::is_end_stream(&body));
-        let mut out_headers = parts.headers;
-        headers::clean_request(&mut out_headers);
-        headers::set(&mut out_headers, &headers::X_FORWARDED_FOR, &ip);
-        headers::set(&mut out_headers, &headers::X_FORWARDED_PROTO, if over_tls { "https" } else { "http" });
+        // The client's headers go on filtered as the upstream head is written
+        // (`headers::Filter::request`); the gateway's own are added there.
+        let roles = caller.as_ref().map(authorize::role_names);
+        let mut added = Vec::with_capacity(6);
+        added.push((&headers::X_FORWARDED_FOR, ip.as_str()));
+        added.push((&headers::X_FORWARDED_PROTO, if over_tls { "https" } else { "http" }));
         if let Some(h) = &host {
-            headers::set(&mut out_headers, &headers::X_FORWARDED_HOST, h);
+            added.push((&headers::X_FORWARDED_HOST, h.as_str()));
         }
-        if let Some(c) = &caller {
-            headers::set(&mut out_headers, &headers::X_GATEWAY_CONSUMER, c.consumer.name.as_str());
-            headers::set(&mut out_headers, &headers::X_GATEWAY_KEY_ID, &c.key.id);
-            headers::set(&mut out_headers, &headers::X_GATEWAY_ROLES, &authorize::role_names(c));
+        if let (Some(c), Some(roles)) = (&caller, &roles) {
+            added.push((&headers::X_GATEWAY_CONSUMER, c.consumer.name.as_str()));
+            added.push((&headers::X_GATEWAY_KEY_ID, &*c.key.id));
+            added.push((&headers::X_GATEWAY_ROLES, roles.as_str()));
         }
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{canon}?{q}"),
@@ -288,7 +296,8 @@ impl Gateway {
         let out = forward::Outbound {
             method: parts.method,
             path_and_query,
-            headers: out_headers,
+            headers: parts.headers,
+            added,
             body: has_body.then_some(body),
             body_len_max: self.cfg.body_len_max,
             body_read_timeout: self.cfg.body_read_timeout,

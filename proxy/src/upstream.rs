@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Response};
+use http::Response;
 use http_body_util::combinators::BoxBody;
 use tokio::net::TcpStream;
 
@@ -163,20 +163,19 @@ impl Upstreams {
     pub async fn send(
         &self,
         target: &Target,
-        method: &Method,
-        path_and_query: &str,
-        headers: &HeaderMap,
+        req: &wire::Head<'_>,
         body: Option<Body>,
         replayable: bool,
     ) -> Result<Response<Body>, SendError> {
         let ep = target.endpoint.as_ref().ok_or(SendError::BadTarget)?;
-        if !wire::is_request_target(path_and_query) {
+        if !wire::is_request_target(req.path_and_query) {
             return Err(SendError::BadTarget);
         }
         // Without a declared length a body goes chunked.
-        let chunked = body.is_some() && !headers.contains_key(http::header::CONTENT_LENGTH);
-        let mut head = Vec::with_capacity(256 + headers.len() * 48);
-        wire::encode_head(&mut head, method, &[&ep.prefix, path_and_query], headers, &ep.authority, chunked);
+        let chunked = body.is_some() && !req.headers.contains_key(http::header::CONTENT_LENGTH);
+        let mut head = Vec::with_capacity(256 + (req.headers.len() + req.added.len()) * 48);
+        wire::encode_head(&mut head, req, &ep.prefix, &ep.authority, chunked);
+        let method = req.method;
         if let Some(io) = checkout(ep.key) {
             match wire::exchange(io, &head, body, chunked, method, ep.key).await {
                 Err(e) if replayable && e.is_closed_before_response() => {

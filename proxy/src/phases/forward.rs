@@ -12,13 +12,16 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 
 use crate::deny::Deny;
-use crate::upstream::wire::WireError;
+use crate::upstream::wire::{Head, WireError};
 use crate::upstream::{Body, BoxError, SendError, Upstreams};
 
-pub struct Outbound {
+pub struct Outbound<'a> {
     pub method: Method,
     pub path_and_query: String,
+    /// The client's headers, as received: what goes upstream is filtered as the head is written.
     pub headers: http::HeaderMap,
+    /// The gateway's own headers (identity, `X-Forwarded-*`).
+    pub added: Vec<(&'static http::HeaderName, &'a str)>,
     /// `None` for a request without a body, which makes it safe to retry on connect failure.
     pub body: Option<Incoming>,
     pub body_len_max: u64,
@@ -82,7 +85,7 @@ pub async fn forward(
     upstreams: &Upstreams,
     route: &str,
     targets: &[String],
-    out: Outbound,
+    out: Outbound<'_>,
     timeout: Duration,
 ) -> Result<Response<Body>, Deny> {
     let order = upstreams.order(route, targets);
@@ -94,8 +97,10 @@ pub async fn forward(
     });
     // One retry at most, and only for requests that cannot have reached the upstream.
     let attempts = if retryable { order.len().min(2) } else { 1 };
+    let head =
+        Head { method: &out.method, path_and_query: &out.path_and_query, headers: &out.headers, added: &out.added };
     for (i, target) in order.iter().take(attempts).enumerate() {
-        let sent = upstreams.send(target, &out.method, &out.path_and_query, &out.headers, body.take(), retryable);
+        let sent = upstreams.send(target, &head, body.take(), retryable);
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => {
                 target.health.report(&target.url, false);
@@ -128,9 +133,9 @@ pub async fn forward(
                     if connect { "upstream_unreachable" } else { "upstream_error" },
                 ));
             }
-            Ok(Ok(mut resp)) => {
+            // Hop-by-hop headers were left out as the response head was read.
+            Ok(Ok(resp)) => {
                 target.health.report(&target.url, !resp.status().is_server_error());
-                super::headers::strip_hop_by_hop(resp.headers_mut());
                 return Ok(resp);
             }
         }

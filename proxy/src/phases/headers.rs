@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 
 /// RFC 9110 hop-by-hop headers, plus proxy credentials.
 fn is_hop_by_hop(name: &str) -> bool {
@@ -55,46 +55,46 @@ pub static X_GATEWAY_CONSUMER: HeaderName = HeaderName::from_static("x-gateway-c
 pub static X_GATEWAY_KEY_ID: HeaderName = HeaderName::from_static("x-gateway-key-id");
 pub static X_GATEWAY_ROLES: HeaderName = HeaderName::from_static("x-gateway-roles");
 
-/// Removes the headers `doomed` picks, in one pass over the names present (a request carries a
-/// handful; checking each forbidden name against the map instead cost a name parse and a hash
-/// per forbidden name, most of them absent).
-fn remove_where(h: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
-    let names: Vec<HeaderName> = h.keys().filter(|k| doomed(k)).cloned().collect();
-    for n in names {
-        h.remove(n);
+/// Which of a message's headers go on to the other side. Applied while the other side's head is
+/// written (the request) or built (the response), so no header map is edited on the way.
+pub struct Filter<'a> {
+    /// The names the message's `Connection` header lists (hop-by-hop by declaration).
+    named: Vec<&'a [u8]>,
+    request: bool,
+}
+
+/// The names a `Connection` header value lists.
+pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+}
+
+impl<'a> Filter<'a> {
+    /// For a request going upstream: hop-by-hop, credentials, spoofable and identity headers
+    /// stay behind; the gateway adds its own.
+    pub fn request(h: &'a HeaderMap) -> Self {
+        let named = h.get_all(http::header::CONNECTION).iter().flat_map(|v| connection_tokens(v.as_bytes())).collect();
+        Self { named, request: true }
+    }
+
+    /// For a response going to the client: only hop-by-hop headers stay behind. `connection` is
+    /// the response's `Connection` values.
+    pub fn response(connection: impl Iterator<Item = &'a [u8]>) -> Self {
+        Self { named: connection.flat_map(connection_tokens).collect(), request: false }
+    }
+
+    /// Whether the header `name` (lowercase, as `HeaderName` keeps it) goes on.
+    pub fn keeps(&self, name: &HeaderName) -> bool {
+        let n = name.as_str();
+        !(is_hop_by_hop(n)
+            || self.named.iter().any(|t| t.eq_ignore_ascii_case(n.as_bytes()))
+            || (self.request && (is_spoofable(n) || n.starts_with(IDENTITY_PREFIX))))
     }
 }
 
-/// Removes hop-by-hop headers, and any header the `Connection` header names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    strip(h, false);
-}
-
-/// Cleans a request's headers for forwarding: hop-by-hop, credentials, spoofable and identity
-/// headers go; the gateway then sets its own.
-pub fn clean_request(h: &mut HeaderMap) {
-    strip(h, true);
-}
-
-fn strip(h: &mut HeaderMap, request: bool) {
-    let named: Vec<HeaderName> = h
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    remove_where(h, |k| {
-        let n = k.as_str();
-        is_hop_by_hop(n) || named.contains(k) || (request && (is_spoofable(n) || n.starts_with(IDENTITY_PREFIX)))
-    });
-}
-
-/// Sets `name` to `value`, unless `value` cannot be a header value.
-pub fn set(h: &mut HeaderMap, name: &HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        h.insert(name.clone(), v);
-    }
+/// Whether `value` can be sent as a header value as it is (what `HeaderValue::from_str`
+/// accepts: visible ASCII, space and tab).
+pub fn is_header_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 /// The client's IP: the socket peer, unless the peer is a trusted proxy; then X-Forwarded-For
@@ -129,11 +129,18 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> I
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn xff(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_str(v).unwrap());
         h
+    }
+
+    #[test]
+    fn header_values_the_gateway_writes_are_checked() {
+        assert!(is_header_value("10.0.0.1") && is_header_value("reader,writer") && is_header_value(""));
+        assert!(!is_header_value("a\r\nx-evil: 1") && !is_header_value("a\0") && !is_header_value("caf\u{e9}"));
     }
 
     #[test]
@@ -171,14 +178,14 @@ mod tests {
         ] {
             h.append(k, HeaderValue::from_static(v));
         }
-        let mut response = h.clone();
-        clean_request(&mut h);
-        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        let request = Filter::request(&h);
+        let mut left: Vec<&str> = h.keys().filter(|k| request.keeps(k)).map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, vec!["accept", "user-agent"]);
-        // A response keeps everything but the hop-by-hop headers.
-        strip_hop_by_hop(&mut response);
-        let mut left: Vec<&str> = response.keys().map(|k| k.as_str()).collect();
+        // A response keeps everything but the hop-by-hop headers (Connection is matched without
+        // regard to case).
+        let response = Filter::response([&b"Close, X-Custom"[..]].into_iter());
+        let mut left: Vec<&str> = h.keys().filter(|k| response.keeps(k)).map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(
             left,

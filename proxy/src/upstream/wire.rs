@@ -24,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{checkin, BoxError};
+use crate::phases::headers::{is_header_value, Filter};
 
 /// Largest response head accepted from an upstream.
 pub const HEAD_LEN_MAX: usize = 64 * 1024;
@@ -67,40 +68,55 @@ impl WireError {
     }
 }
 
-/// Writes the request head for `method target` into `buf`, Host first. `host` is sent only if
-/// the client's headers have no `Host` (HTTP/2 clients send `:authority` instead); `chunked` adds
-/// the framing for a body of unknown length.
-pub fn encode_head(
-    buf: &mut Vec<u8>,
-    method: &Method,
-    target: &[&str],
-    headers: &HeaderMap,
-    host: &str,
-    chunked: bool,
-) {
-    buf.extend_from_slice(method.as_str().as_bytes());
+/// A request as it goes upstream.
+pub struct Head<'a> {
+    pub method: &'a Method,
+    /// The canonical path and the query, as checked by [`is_request_target`].
+    pub path_and_query: &'a str,
+    /// The client's headers: what [`Filter::request`] keeps of them is sent.
+    pub headers: &'a HeaderMap,
+    /// The gateway's own headers (identity, `X-Forwarded-*`); one whose value could not be
+    /// sent as it is ([`is_header_value`]) is left out.
+    pub added: &'a [(&'a HeaderName, &'a str)],
+}
+
+/// Writes the request head into `buf`, Host first: the client's, or `host` if it sent none
+/// (HTTP/2 clients send `:authority` instead). `prefix` goes before the path; `chunked` adds the
+/// framing for a body of unknown length. The client's headers are filtered as they are written,
+/// so no header map is edited on the way.
+pub fn encode_head(buf: &mut Vec<u8>, head: &Head<'_>, prefix: &str, host: &str, chunked: bool) {
+    buf.extend_from_slice(head.method.as_str().as_bytes());
     buf.push(b' ');
-    for part in target {
-        buf.extend_from_slice(part.as_bytes());
-    }
+    buf.extend_from_slice(prefix.as_bytes());
+    buf.extend_from_slice(head.path_and_query.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    match headers.get(http::header::HOST) {
+    match head.headers.get(http::header::HOST) {
         Some(h) => buf.extend_from_slice(h.as_bytes()),
         None => buf.extend_from_slice(host.as_bytes()),
     }
     buf.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if name == http::header::HOST {
+    let filter = Filter::request(head.headers);
+    for (name, value) in head.headers {
+        if name == http::header::HOST || !filter.keeps(name) {
             continue;
         }
-        buf.extend_from_slice(name.as_str().as_bytes());
-        buf.extend_from_slice(b": ");
-        buf.extend_from_slice(value.as_bytes());
-        buf.extend_from_slice(b"\r\n");
+        put_field(buf, name.as_str(), value.as_bytes());
+    }
+    for (name, value) in head.added {
+        if is_header_value(value) {
+            put_field(buf, name.as_str(), value.as_bytes());
+        }
     }
     if chunked {
         buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    buf.extend_from_slice(b"\r\n");
+}
+
+fn put_field(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
     buf.extend_from_slice(b"\r\n");
 }
 
@@ -311,11 +327,16 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Wir
         return Ok(Some(Parsed::Interim));
     }
     let http11 = parsed.version == Some(1);
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Values are kept as offsets into the head, then sliced from it once it is split off the
+    // buffer: no copy per value.
+    let base = buf.as_ptr() as usize;
+    let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(parsed.headers.len());
+    let filter =
+        Filter::response(parsed.headers.iter().filter(|f| f.name.eq_ignore_ascii_case("connection")).map(|f| f.value));
     let (mut te_chunked, mut te_other, mut length, mut close) = (false, false, None::<u64>, !http11);
+    let mut content_length_kept = false;
     for f in parsed.headers.iter() {
         let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| WireError::BadResponse("bad header name"))?;
-        let value = HeaderValue::from_bytes(f.value).map_err(|_| WireError::BadResponse("bad header value"))?;
         if name == TRANSFER_ENCODING {
             // Only the last coding decides the framing; any coding after `chunked` makes the
             // body end at close.
@@ -349,7 +370,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Wir
                 }
             }
         }
-        headers.append(name, value);
+        if filter.keeps(&name) {
+            content_length_kept |= name == CONTENT_LENGTH;
+            let start = f.value.as_ptr() as usize - base;
+            fields.push((name, start, start + f.value.len()));
+        }
     }
     let bodiless = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
@@ -361,7 +386,9 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Wir
             close = true;
         }
         // The length is not the body's: passed on, it would cut the client's copy short.
-        headers.remove(CONTENT_LENGTH);
+        if content_length_kept {
+            fields.retain(|(n, _, _)| n != CONTENT_LENGTH);
+        }
         if te_other {
             Framing::Close
         } else {
@@ -373,7 +400,13 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Wir
         close = true;
         Framing::Close
     };
-    buf.advance(len);
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, start, end) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| WireError::BadResponse("bad header value"))?;
+        headers.append(name, value);
+    }
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
@@ -624,6 +657,15 @@ mod tests {
         ] {
             assert!(parse(bad, &get).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+        // Hop-by-hop headers, and those Connection names, stay behind; the rest go on as sent.
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n\
+               Server: up\r\ncontent-length: 0\r\n\r\n"[..],
+        );
+        let Some(Parsed::Final(resp, _, keep)) = parse_head(&mut buf, &get).unwrap() else { panic!("final") };
+        let names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!((names, keep, buf.len()), (vec!["server", "content-length"], true, 0));
+        assert_eq!(resp.headers()["server"], "up");
         // Interim answers are consumed; a partial head asks for more.
         let (s, _, _, rest) = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", &get).unwrap().unwrap();
         assert_eq!((s, rest), (StatusCode::CONTINUE, 17));
@@ -667,13 +709,25 @@ mod tests {
         assert!(skip_interim(&mut interim));
         assert_eq!(&interim[..], b"HTTP/1.1 2");
         assert!(!skip_interim(&mut BytesMut::from(&b"HTTP/1.1 413 Too Large\r\n\r\n"[..])));
+        h.insert("authorization", HeaderValue::from_static("Bearer secret"));
+        h.insert("connection", HeaderValue::from_static("x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("2"));
+        let fwd = HeaderName::from_static("x-forwarded-for");
+        let roles = HeaderName::from_static("x-gateway-roles");
+        let added = [(&fwd, "10.0.0.1"), (&roles, "a\r\nx-evil: 1")];
         let mut buf = Vec::new();
-        encode_head(&mut buf, &Method::POST, &["/base", "/p?q=1"], &h, "up:8080", true);
-        assert_eq!(buf, b"POST /base/p?q=1 HTTP/1.1\r\nhost: up:8080\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n");
+        let head = Head { method: &Method::POST, path_and_query: "/p?q=1", headers: &h, added: &added };
+        encode_head(&mut buf, &head, "/base", "up:8080", true);
+        assert_eq!(
+            String::from_utf8_lossy(&buf),
+            "POST /base/p?q=1 HTTP/1.1\r\nhost: up:8080\r\nx-a: 1\r\nx-forwarded-for: 10.0.0.1\r\n\
+             transfer-encoding: chunked\r\n\r\n"
+        );
         h.insert(http::header::HOST, HeaderValue::from_static("client.example"));
         buf.clear();
-        encode_head(&mut buf, &Method::GET, &["/"], &h, "up:8080", false);
-        assert_eq!(buf, b"GET / HTTP/1.1\r\nhost: client.example\r\nx-a: 1\r\n\r\n");
+        let head = Head { method: &Method::GET, path_and_query: "/", headers: &h, added: &[] };
+        encode_head(&mut buf, &head, "", "up:8080", false);
+        assert_eq!(String::from_utf8_lossy(&buf), "GET / HTTP/1.1\r\nhost: client.example\r\nx-a: 1\r\n\r\n");
         assert!(is_request_target("/a%20b?c=d&e"));
         assert!(!is_request_target("/a b"));
         assert!(!is_request_target("/a\r\nx: y"));
