@@ -104,7 +104,9 @@ impl Gateway {
         // (cut to 512 characters); taken only then, from this cheap copy of the URI.
         let uri = req.uri().clone();
         let mut facts = Facts::default();
-        let (resp, reason) = match self.run(req, &policy, client_ip, &mut facts).await {
+        // Formatted once: the rate-limit subject, X-Forwarded-For and the audit event share it.
+        let ip = client_ip.to_string();
+        let (resp, reason) = match self.run(req, &policy, client_ip, &ip, &mut facts).await {
             Ok(resp) if facts.stale => (resp, "ok_stale_policy"),
             Ok(resp) => (resp, "ok"),
             Err(deny) => {
@@ -141,7 +143,7 @@ impl Gateway {
             path: facts.path,
             status,
             latency_us: elapsed.as_micros() as u64,
-            client_ip: client_ip.to_string(),
+            client_ip: ip,
             policy_version: policy.version,
         });
         resp
@@ -152,6 +154,7 @@ impl Gateway {
         req: Request<Incoming>,
         policy: &Policy,
         client_ip: IpAddr,
+        ip: &str,
         facts: &mut Facts,
     ) -> Result<Response<Body>, Deny> {
         // An IP the cluster blocked for guessing credentials gets nothing, on any node.
@@ -253,11 +256,10 @@ impl Gateway {
         }
 
         // Phase 5: rate-limit.
-        let ip = client_ip.to_string();
         let subjects = rate_limit::Subjects {
             key_id: facts.key_id.as_deref(),
             consumer: facts.consumer.as_deref(),
-            client_ip: &ip,
+            client_ip: ip,
         };
         let tightest = rate_limit::check(&self.limits, policy, route, &subjects).await?;
 
@@ -279,7 +281,7 @@ impl Gateway {
         // (`headers::Filter::request`); the gateway's own are added there.
         let roles = caller.as_ref().map(authorize::role_names);
         let mut added = Vec::with_capacity(6);
-        added.push((&headers::X_FORWARDED_FOR, ip.as_str()));
+        added.push((&headers::X_FORWARDED_FOR, ip));
         added.push((&headers::X_FORWARDED_PROTO, if over_tls { "https" } else { "http" }));
         if let Some(h) = &host {
             added.push((&headers::X_FORWARDED_HOST, h.as_str()));

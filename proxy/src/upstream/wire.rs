@@ -308,9 +308,18 @@ enum Parsed {
 /// Parses one response head at the start of `buf` and consumes it; `None` if it is not all
 /// there yet.
 fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, WireError> {
-    let mut fields = [httparse::EMPTY_HEADER; HEADERS_MAX];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(buf) {
+    // Most answers have a handful of fields: parse into a small array first, and only into the
+    // full one when that is too small (filling 100 empty fields costs more than parsing a head).
+    let mut few = [httparse::EMPTY_HEADER; 16];
+    let mut all;
+    let mut parsed = httparse::Response::new(&mut few);
+    let mut result = parsed.parse(buf);
+    if let Err(httparse::Error::TooManyHeaders) = result {
+        all = [httparse::EMPTY_HEADER; HEADERS_MAX];
+        parsed = httparse::Response::new(&mut all);
+        result = parsed.parse(buf);
+    }
+    let len = match result {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(WireError::BadResponse("too many headers")),
@@ -666,6 +675,17 @@ mod tests {
         let names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!((names, keep, buf.len()), (vec!["server", "content-length"], true, 0));
         assert_eq!(resp.headers()["server"], "up");
+        // Up to HEADERS_MAX fields are read (past the first, smaller array); one more is an error.
+        let many = |n: usize| {
+            let mut s = String::from("HTTP/1.1 200 OK\r\n");
+            for i in 0..n - 1 {
+                s.push_str(&format!("x-f{i}: v\r\n"));
+            }
+            s + "content-length: 0\r\n\r\n"
+        };
+        let (_, f, _, _) = parse(many(HEADERS_MAX).as_bytes(), &get).unwrap().unwrap();
+        assert_eq!(f, Framing::Length(0));
+        assert!(parse(many(HEADERS_MAX + 1).as_bytes(), &get).is_err());
         // Interim answers are consumed; a partial head asks for more.
         let (s, _, _, rest) = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", &get).unwrap().unwrap();
         assert_eq!((s, rest), (StatusCode::CONTINUE, 17));
