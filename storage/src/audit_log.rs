@@ -27,6 +27,22 @@ struct Record {
     body: Vec<u8>,
 }
 
+/// What [`AuditLog::append`] writes: the bytes of a [`Record`], with the body borrowed and
+/// written in one piece. bincode writes a `Vec<u8>` element by element; `serialize_bytes` writes
+/// the same length prefix and the same bytes at once (checked by a test), so the stored format
+/// is unchanged.
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+    #[serde(serialize_with = "whole_bytes")]
+    body: &'a [u8],
+}
+
+fn whole_bytes<S: serde::Serializer>(body: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(body)
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 struct Head {
     seq: u64,
@@ -105,7 +121,7 @@ impl AuditLog {
             let seq = head.seq + 1;
             let hash = chain(&head.hash, seq, body);
             // Version byte, two hashes, the body and its length prefix.
-            let record = Record { prev_hash: head.hash, hash, body: body.clone() };
+            let record = RecordOut { prev_hash: head.hash, hash, body };
             batch.put(seq.to_be_bytes(), crate::codec::encode_sized(&record, body.len() + 80)?);
             head = Head { seq, hash };
         }
@@ -234,6 +250,20 @@ mod tests {
         let (_d, log) = filled(1000);
         log.truncate_after(900).unwrap();
         assert_eq!(log.verify().unwrap(), Err(ChainBreak::Truncated { head: 1000, last: 900 }));
+    }
+
+    #[test]
+    fn records_are_written_as_the_format_says() {
+        // Lengths around bincode's varint steps (251, 2^16).
+        for len in [0usize, 5, 250, 251, 300, 65_535, 65_536, 70_000] {
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let (prev_hash, hash) = ([7u8; 32], [9u8; 32]);
+            let old = encode(&Record { prev_hash, hash, body: body.clone() }).unwrap();
+            let new = encode(&RecordOut { prev_hash, hash, body: &body }).unwrap();
+            assert_eq!(old, new, "body of {len} bytes");
+            let back: Record = decode(&new).unwrap();
+            assert_eq!(back.body, body);
+        }
     }
 
     #[test]
