@@ -38,26 +38,32 @@ impl Deny {
         self
     }
 
-    fn public_code(&self) -> (&'static str, &'static str) {
+    /// The client-visible body for this status: a constant, so a refusal (the whole of an
+    /// invalid-key flood) formats and allocates nothing for it.
+    fn public_body(&self) -> &'static str {
+        macro_rules! body {
+            ($code:literal, $message:literal) => {
+                concat!("{\"error\":{\"code\":\"", $code, "\",\"message\":\"", $message, "\"}}")
+            };
+        }
         match self.status {
-            StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
-            StatusCode::UNAUTHORIZED => ("unauthorized", "a valid API key is required"),
-            StatusCode::FORBIDDEN => ("forbidden", "this key may not access this resource"),
-            StatusCode::NOT_FOUND => ("not_found", "no route matches this request"),
-            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
-            StatusCode::URI_TOO_LONG => ("uri_too_long", "the request URI is too long"),
-            StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "rate limit exceeded; see Retry-After"),
-            StatusCode::BAD_GATEWAY => ("bad_gateway", "the upstream failed"),
-            StatusCode::GATEWAY_TIMEOUT => ("gateway_timeout", "the upstream did not answer in time"),
-            StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "this gateway node cannot serve the request now"),
-            _ => ("error", "the request was refused"),
+            StatusCode::BAD_REQUEST => body!("bad_request", "the request is malformed"),
+            StatusCode::UNAUTHORIZED => body!("unauthorized", "a valid API key is required"),
+            StatusCode::FORBIDDEN => body!("forbidden", "this key may not access this resource"),
+            StatusCode::NOT_FOUND => body!("not_found", "no route matches this request"),
+            StatusCode::PAYLOAD_TOO_LARGE => body!("payload_too_large", "the request body is too large"),
+            StatusCode::URI_TOO_LONG => body!("uri_too_long", "the request URI is too long"),
+            StatusCode::TOO_MANY_REQUESTS => body!("rate_limited", "rate limit exceeded; see Retry-After"),
+            StatusCode::BAD_GATEWAY => body!("bad_gateway", "the upstream failed"),
+            StatusCode::GATEWAY_TIMEOUT => body!("gateway_timeout", "the upstream did not answer in time"),
+            StatusCode::SERVICE_UNAVAILABLE => body!("unavailable", "this gateway node cannot serve the request now"),
+            _ => body!("error", "the request was refused"),
         }
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let (code, message) = self.public_code();
-        let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{message}\"}}}}");
-        let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+        let body = Bytes::from_static(self.public_body().as_bytes());
+        let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -65,5 +71,25 @@ impl Deny {
             h.append(name, value);
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_body_is_the_documented_json() {
+        for status in [400, 401, 403, 404, 408, 413, 414, 429, 431, 502, 503, 504] {
+            let deny = Deny::new(StatusCode::from_u16(status).unwrap(), "x");
+            let body: serde_json::Value = serde_json::from_str(deny.public_body()).unwrap();
+            let error = &body["error"];
+            assert!(error["code"].is_string() && error["message"].is_string(), "{status}: {body}");
+            assert_eq!(body.as_object().unwrap().len(), 1, "{status}: {body}");
+        }
+        assert_eq!(
+            Deny::unauthorized("revoked").public_body(),
+            r#"{"error":{"code":"unauthorized","message":"a valid API key is required"}}"#
+        );
     }
 }
