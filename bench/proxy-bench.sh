@@ -39,6 +39,15 @@ bench_api $ADM "$T" PUT /v1/routes/limited "{\"path_prefix\":\"/limited\",\"upst
 BAD="rgk_000000000000000000000000000000000000000000000000aa"
 
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/"$p"/stat))); done; echo $t; }
+# split_ticks PID...: "proxy-user proxy-sys other-user other-sys" over the threads of the given
+# processes, where proxy threads are raftgate's `proxy-N` (every thread of nginx counts as proxy).
+split_ticks() {
+    local p
+    for p in "$@"; do
+        for t in /proc/"$p"/task/*; do echo "$(cat "$t/comm") $(awk '{print $14, $15}' "$t/stat")"; done
+    done | awk '{ if ($1 ~ /^proxy-/ || $1 ~ /^nginx/) { pu += $2; ps += $3 } else { ou += $2; os += $3 } }
+                END { print pu + 0, ps + 0, ou + 0, os + 0 }'
+}
 run() { # name url [header]
     local name=$1 url=$2 hdr=${3:-} out rps
     if [ -n "$hdr" ]; then out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H "$hdr" "$url"); else out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$url"); fi
@@ -46,11 +55,12 @@ run() { # name url [header]
     p99=$(echo "$out" | awk '/ 99%/ {print $2}')
     echo "$name $rps $p99"
 }
-declare -A SUM
+declare -A SUM SPLIT
 echo "rounds=$ROUNDS seconds=$SECS connections=$CONNS (wrk -t2), nginx $(nginx -v 2>&1 | cut -d/ -f2): upstream 1 worker, proxy $THREADS workers; raftgate $THREADS proxy threads"
 for r in $(seq 1 "$ROUNDS"); do
     for case in direct nginx raftgate flood limited; do
         t0=$(cpu_ticks "$RGPID"); n0=$(cpu_ticks $NGX_WORKERS)
+        s0=$(split_ticks "$RGPID"); m0=$(split_ticks $NGX_WORKERS)
         case $case in
             direct) line=$(run direct "http://127.0.0.1:$UP/") ;;
             nginx) line=$(run nginx "http://127.0.0.1:$NGX/") ;;
@@ -59,7 +69,16 @@ for r in $(seq 1 "$ROUNDS"); do
             limited) line=$(run limited "http://127.0.0.1:$RG/limited/x" "Authorization: Bearer $KEY") ;;
         esac
         t1=$(cpu_ticks "$RGPID"); n1=$(cpu_ticks $NGX_WORKERS)
+        s1=$(split_ticks "$RGPID"); m1=$(split_ticks $NGX_WORKERS)
         rps=$(echo "$line" | awk '{print $2}')
+        # Where the CPU went, summed over the rounds: ticks and requests served.
+        if [ "$case" = raftgate ]; then
+            SPLIT[rg]=$(echo "${SPLIT[rg]:-0 0 0 0 0}" $s0 $s1 "$rps" | awk -v s="$SECS" '{
+                printf "%d %d %d %d %.0f", $1 + $10 - $6, $2 + $11 - $7, $3 + $12 - $8, $4 + $13 - $9, $5 + $14 * s }')
+        elif [ "$case" = nginx ]; then
+            SPLIT[ngx]=$(echo "${SPLIT[ngx]:-0 0 0 0 0}" $m0 $m1 "$rps" | awk -v s="$SECS" '{
+                printf "%d %d %d %d %.0f", $1 + $10 - $6, $2 + $11 - $7, $3 + $12 - $8, $4 + $13 - $9, $5 + $14 * s }')
+        fi
         echo "round $r: $line  raftgate-cpu-ticks=$((t1 - t0)) nginx-proxy-cpu-ticks=$((n1 - n0))"
         SUM[$case]="${SUM[$case]:-} $rps"
         if [ "$case" = nginx ]; then
@@ -77,6 +96,10 @@ echo "median req/s: direct $D | nginx proxy $N | raftgate full pipeline $G | inv
 awk -v d="$D" -v n="$N" -v g="$G" -v f="$F" 'BEGIN {
   printf "raftgate / direct = %.2f   raftgate / nginx = %.2f   flood / raftgate = %.2f\n", g/d, g/n, f/g }'
 echo "CPU per proxied request (µs, user+sys, medians): raftgate $(median ${SUM[rg_cpu]}) | nginx proxy $(median ${SUM[ngx_cpu]})"
+# 100 ticks a second: ticks * 10,000 / requests = µs per request.
+echo "${SPLIT[rg]} ${SPLIT[ngx]}" | awk '{
+    printf "CPU split (µs per request, all rounds): raftgate proxy threads user %.1f sys %.1f, other threads (audit writer, RocksDB, Raft) user %.1f sys %.1f | nginx proxy workers user %.1f sys %.1f\n",
+        $1 * 10000 / $5, $2 * 10000 / $5, $3 * 10000 / $5, $4 * 10000 / $5, $6 * 10000 / $10, $7 * 10000 / $10 }'
 # p99 at a fixed rate of half of nginx's median throughput (open loop, corrected for
 # coordinated omission), nginx proxy and raftgate interleaved.
 RATE=$(awk -v n="$N" 'BEGIN { printf "%d", n / 2 }')
