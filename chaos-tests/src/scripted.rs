@@ -64,6 +64,8 @@ fn answer(name: &str) -> (Vec<u8>, Then) {
     let fixed = |s: &str, then| (s.as_bytes().to_vec(), then);
     match name {
         "ok" => fixed("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", Then::KeepAlive),
+        "empty" => fixed("HTTP/1.1 204 No Content\r\n\r\n", Then::KeepAlive),
+        "zero" => fixed("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", Then::KeepAlive),
         // Keep-alive by the headers, then closed anyway: the next request on it finds it shut.
         "close-after" => fixed("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", Then::Close),
         "chunked" => fixed(

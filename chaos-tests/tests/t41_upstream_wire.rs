@@ -108,6 +108,13 @@ async fn every_framing_reaches_the_client_intact() {
         assert_eq!(e.get("chunked").await.1.unwrap(), "hello world");
     }
     assert!(e.up.connections() - before <= 2, "{} connections for 10 answers", e.up.connections() - before);
+    // Answers with nothing after the head (204, a zero length) leave their connection reusable.
+    let before = e.up.connections();
+    for name in ["empty", "zero"].repeat(5) {
+        let (status, body) = e.get(name).await;
+        assert_eq!((status, body.unwrap().as_str()), (if name == "empty" { 204 } else { 200 }, ""));
+    }
+    assert!(e.up.connections() - before <= 2, "{} connections for 10 empty answers", e.up.connections() - before);
     // HEAD: the length is the GET's, no body follows, and the connection stays usable.
     let head = e.http.head(format!("{}/raw/ok", e.proxy)).send().await.unwrap();
     let length = head.headers().get("content-length").map(|v| v.to_str().unwrap().to_string());

@@ -158,7 +158,12 @@ pub async fn exchange(
         }
     }
     let (resp, framing, keep_alive) = read_head(&mut io, &mut buf, method).await?;
-    let body = UpstreamBody { io: Some(io), buf, framing, keep_alive: keep_alive && body_sent, pool_key };
+    let mut body = UpstreamBody { io: Some(io), buf, framing, keep_alive: keep_alive && body_sent, pool_key };
+    if framing == Framing::Length(0) {
+        // Nothing follows the head (HEAD, 204, 304, a zero length): hyper never polls a body
+        // that says it has ended, so the connection goes back to the pool now or never.
+        body.finish();
+    }
     let (parts, ()) = resp.into_parts();
     Ok(Response::from_parts(parts, http_body_util::BodyExt::boxed(body)))
 }
