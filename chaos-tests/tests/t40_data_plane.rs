@@ -605,16 +605,21 @@ async fn h2_continuation_flood_is_cut_off() {
     assert_eq!(e.get("/orders/after-flood", Some(&e.f.reader_key)).await.0, 200);
 }
 
+/// Request headers for `method path` on host `gw.test` with `key`.
+fn h2_request(method: &str, path: &str, key: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (":method", method.into()),
+        (":scheme", "http".into()),
+        (":authority", "gw.test".into()),
+        (":path", path.into()),
+        ("authorization", format!("Bearer {key}")),
+    ]
+}
+
 /// Request headers for `POST /admin/x` with the admin key: a stream the upstream holds open
 /// until its body ends (the echo upstream reads the whole body before it answers).
 fn h2_admin_post(key: &str) -> Vec<(&'static str, String)> {
-    vec![
-        (":method", "POST".into()),
-        (":scheme", "http".into()),
-        (":authority", "gw.test".into()),
-        (":path", "/admin/x".into()),
-        ("authorization", format!("Bearer {key}")),
-    ]
+    h2_request("POST", "/admin/x", key)
 }
 
 fn h2_block(fields: &[(&str, String)]) -> Vec<u8> {
@@ -664,13 +669,7 @@ async fn h2_many_empty_header_fields_are_rejected() {
     use chaos_tests::raw::h2;
     use tokio::io::AsyncWriteExt;
     let e = env().await;
-    let mut base = vec![
-        (":method", "GET".to_string()),
-        (":scheme", "http".into()),
-        (":authority", "gw.test".into()),
-        (":path", "/orders/1".into()),
-        ("authorization", format!("Bearer {}", e.f.reader_key)),
-    ];
+    let mut base: Vec<(&str, String)> = h2_request("GET", "/orders/1", &e.f.reader_key);
     // 3,000 fields `x: ""` = 12 KB on the wire, 3,000 × 33 = 99 KB counted.
     let mut empty = base.clone();
     empty.extend(std::iter::repeat_n(("x", String::new()), 3_000));
@@ -807,15 +806,8 @@ async fn h2_malformed_headers_are_protocol_errors() {
     use chaos_tests::raw::h2;
     use tokio::io::AsyncWriteExt;
     let e = env().await;
-    let auth = format!("Bearer {}", e.f.reader_key);
     let req = |extra: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
-        let mut f: Vec<(&'static str, String)> = vec![
-            (":method", "GET".into()),
-            (":scheme", "http".into()),
-            (":authority", "gw.test".into()),
-            (":path", "/orders/1".into()),
-            ("authorization", auth.clone()),
-        ];
+        let mut f = h2_request("GET", "/orders/1", &e.f.reader_key);
         f.extend(extra.iter().map(|(n, v)| (*n, v.to_string())));
         f
     };
@@ -890,13 +882,7 @@ async fn h2_idle_connections_are_closed() {
     use chaos_tests::raw::h2;
     use tokio::io::AsyncWriteExt;
     let e = env_with(&["--proxy-idle-timeout-ms", "1000", "--proxy-body-read-timeout-ms", "10000"]).await;
-    let get = h2_block(&[
-        (":method", "GET".into()),
-        (":scheme", "http".into()),
-        (":authority", "gw.test".into()),
-        (":path", "/orders/1".into()),
-        ("authorization", format!("Bearer {}", e.f.reader_key)),
-    ]);
+    let get = h2_block(&h2_request("GET", "/orders/1", &e.f.reader_key));
 
     // Idle after one request: closed about a second later, not before.
     let mut s = h2::connect_acked(e.port).await;
@@ -936,13 +922,7 @@ async fn h2_idle_connections_are_closed() {
     // A response that streams for longer than the idle timeout (8 chunks 300 ms apart) is
     // delivered whole: its request is in flight until the body is sent.
     let mut s = h2::connect_acked(e.port).await;
-    let drip = h2_block(&[
-        (":method", "GET".into()),
-        (":scheme", "http".into()),
-        (":authority", "gw.test".into()),
-        (":path", "/orders/drip".into()),
-        ("authorization", format!("Bearer {}", e.f.reader_key)),
-    ]);
+    let drip = h2_block(&h2_request("GET", "/orders/drip", &e.f.reader_key));
     s.write_all(&h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, 1, &drip)).await.unwrap();
     let r = h2::read_until(&mut s, Duration::from_secs(8), |r| {
         r.closed || r.frames.iter().any(|f| f.kind == h2::DATA && f.stream == 1 && f.flags & h2::END_STREAM != 0)

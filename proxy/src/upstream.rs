@@ -35,7 +35,7 @@ const POOL_IDLE_FOR_MS: u64 = 60_000;
 const POOL_SWEEP_EVERY_MS: u64 = 10_000;
 
 #[derive(Default)]
-pub struct Health {
+struct Health {
     consecutive_failures: AtomicU32,
     ejected_until_ms: AtomicU64,
 }
@@ -88,7 +88,7 @@ pub struct Target {
     pub url: String,
     /// `None` if the URL cannot be used (not plain `http://`): its requests get 502.
     endpoint: Option<Endpoint>,
-    pub health: Health,
+    health: Health,
 }
 
 /// Why a request could not be sent or answered.
@@ -284,20 +284,21 @@ fn checkin(key: u64, io: TcpStream) {
     });
 }
 
-impl Health {
-    /// Records the outcome of a request to `upstream` (named in the log on ejection).
-    pub fn report(&self, upstream: &str, ok: bool) {
+impl Target {
+    /// Records the outcome of a request to this upstream.
+    pub fn report(&self, ok: bool) {
+        let health = &self.health;
         if ok {
             // Most outcomes are successes on a healthy upstream: skip the write then.
-            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
-                self.consecutive_failures.store(0, Ordering::Relaxed);
+            if health.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                health.consecutive_failures.store(0, Ordering::Relaxed);
             }
             return;
         }
-        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = health.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= EJECT_AFTER_FAILURES {
-            self.ejected_until_ms.store(now_ms() + EJECT_FOR_MS, Ordering::Relaxed);
-            tracing::warn!(upstream, failures, "upstream ejected");
+            health.ejected_until_ms.store(now_ms() + EJECT_FOR_MS, Ordering::Relaxed);
+            tracing::warn!(upstream = %self.url, failures, "upstream ejected");
         }
     }
 }
@@ -318,15 +319,15 @@ mod tests {
         assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
         // Two failures in a row do not eject; a success in between resets the count.
         let a = ups.order("r", &targets).remove(0);
-        a.health.report("http://a", false);
-        a.health.report("http://a", false);
-        a.health.report("http://a", true);
-        a.health.report("http://a", false);
-        a.health.report("http://a", false);
+        a.report(false);
+        a.report(false);
+        a.report(true);
+        a.report(false);
+        a.report(false);
         assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
         assert_eq!(names(&ups.order("r", &targets)), ["http://a", "http://b"]);
         // The third in a row ejects it: it comes last whatever the cursor says.
-        a.health.report("http://a", false);
+        a.report(false);
         for _ in 0..4 {
             assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
         }

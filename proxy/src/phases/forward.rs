@@ -103,7 +103,7 @@ pub async fn forward(
         let sent = upstreams.send(target, &head, body.take(), retryable);
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => {
-                target.health.report(&target.url, false);
+                target.report(false);
                 return Err(Deny::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"));
             }
             Ok(Err(SendError::BadTarget)) => return Err(Deny::new(StatusCode::BAD_GATEWAY, "bad_upstream_uri")),
@@ -122,7 +122,7 @@ pub async fn forward(
                     .with_header(http::header::CONNECTION, http::HeaderValue::from_static("close")));
             }
             Ok(Err(e)) => {
-                target.health.report(&target.url, false);
+                target.report(false);
                 let connect = matches!(e, SendError::Connect(_));
                 tracing::debug!(upstream = %target.url, error = %e, connect, "upstream request failed");
                 if connect && i + 1 < attempts {
@@ -135,7 +135,7 @@ pub async fn forward(
             }
             // Hop-by-hop headers were left out as the response head was read.
             Ok(Ok(resp)) => {
-                target.health.report(&target.url, !resp.status().is_server_error());
+                target.report(!resp.status().is_server_error());
                 return Ok(resp);
             }
         }

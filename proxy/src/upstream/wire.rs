@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{checkin, BoxError};
-use crate::phases::headers::{is_header_value, Filter};
+use crate::phases::headers::{connection_tokens, is_header_value, Filter};
 
 /// Largest response head accepted from an upstream.
 pub const HEAD_LEN_MAX: usize = 64 * 1024;
@@ -375,8 +375,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Wir
                 length = Some(n);
             }
         } else if name == CONNECTION {
-            let tokens = f.value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
-            for t in tokens {
+            for t in connection_tokens(f.value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if !http11 && t.eq_ignore_ascii_case(b"keep-alive") {
