@@ -274,9 +274,16 @@ impl Drop for InFlight {
 
 /// A response body that keeps its request counted in flight until hyper drops it, so a long
 /// streaming response is never taken for an idle connection.
+///
+/// When the body fails (an upstream that cut its answer short), the error is held back for one
+/// turn: hyper writes out the head and the data it has before it sees the error and closes the
+/// connection. The client then always gets the status and the part that arrived, and sees the
+/// connection end early (as from nginx); handed the error in the same turn, hyper closed the
+/// connection with the head still unsent, and the client saw nothing at all.
 struct TrackedBody {
     inner: crate::upstream::Body,
     _in_flight: InFlight,
+    failed: Option<crate::upstream::BoxError>,
 }
 
 impl hyper::body::Body for TrackedBody {
@@ -287,7 +294,19 @@ impl hyper::body::Body for TrackedBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        use std::task::Poll;
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                // Pending once, with a wake: hyper flushes what it holds, then polls again.
+                self.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -403,7 +422,8 @@ async fn serve_connections(
             }
             async move {
                 // In flight until the response body has been sent (or abandoned).
-                let resp = gw.handle(req, peer).await.map(|inner| TrackedBody { inner, _in_flight: in_flight });
+                let resp =
+                    gw.handle(req, peer).await.map(|inner| TrackedBody { inner, _in_flight: in_flight, failed: None });
                 Ok::<_, Infallible>(resp)
             }
         });
