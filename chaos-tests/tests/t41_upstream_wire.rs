@@ -84,9 +84,14 @@ async fn connections_are_reused_and_a_silent_close_costs_nothing() {
         assert_eq!((status, body.unwrap().as_str()), (200, "ok"), "request {i}");
     }
     assert_eq!(e.up.requests(), 80);
-    // The first went on the connection the `ok` requests left in the pool; every later one
-    // needed a new connection, as the one before it had been closed.
-    assert!(e.up.connections() - before >= 39, "a closed connection was reused");
+    // Each connection the `ok` requests left pooled (one, or two when the proxy threads each
+    // kept one) may carry one of them; every other answer needed a new connection, as the one
+    // before it had been closed. A closed connection used again would show as fewer.
+    assert!(
+        e.up.connections() - before >= 40 - before,
+        "a closed connection was reused: {} new connections for 40 answers that each closed theirs ({before} before)",
+        e.up.connections() - before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
