@@ -235,7 +235,7 @@ async fn deliver(
         reason: if delivered { "delivered" } else { "undeliverable" }.into(),
         key_id: None,
         consumer: None,
-        route: Some(alert.rule.to_string()),
+        route: Some(alert.rule.to_string().into()),
         method: "POST".into(),
         path: alert.id.clone(),
         status,

@@ -173,9 +173,9 @@ fn local_events(log: &AuditLog, f: &Filter) -> Vec<AuditEvent> {
         if e.ts_ms < f.since_ms {
             return false;
         }
-        let keep = f.consumer.as_ref().is_none_or(|c| e.consumer.as_ref() == Some(c))
+        let keep = f.consumer.as_ref().is_none_or(|c| e.consumer.as_deref() == Some(c.as_str()))
             && f.key.as_ref().is_none_or(|k| e.key_id.as_ref() == Some(k))
-            && f.decision.as_ref().is_none_or(|d| &e.decision == d);
+            && f.decision.as_ref().is_none_or(|d| e.decision == d.as_str());
         if keep {
             out.push(e);
         }
@@ -283,11 +283,11 @@ pub async fn record_admin(State(state): State<AdminState>, req: Request, next: N
             node_id: state.node_id,
             kind: "admin".into(),
             decision: if ok { "allow" } else { "deny" }.into(),
-            reason: if ok { "ok".into() } else { format!("status_{status}") },
+            reason: if ok { "ok".into() } else { format!("status_{status}").into() },
             key_id: resp.extensions().get::<AuditKeyId>().map(|k| k.0.clone()),
             consumer: None,
             route: None,
-            method,
+            method: method.into(),
             path: path.chars().take(512).collect(),
             status,
             latency_us: started.elapsed().as_micros() as u64,

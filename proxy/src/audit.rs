@@ -9,6 +9,7 @@
 //! the queue fills and further events meet the overflow policy above. Nothing is dropped
 //! without being counted.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -20,20 +21,24 @@ use tokio::sync::mpsc;
 pub const AUDIT_QUEUE_LEN_MAX: usize = 65_536;
 
 /// One decision, for the audit trail. Never holds a secret: keys appear by public id only.
+///
+/// The fixed words are `'static` and route and consumer names are shared with the policy, so
+/// recording a request's event copies only what is its own (path, key id, client IP). The
+/// encoding is the same as plain strings: stored events read back unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     pub ts_ms: u64,
     pub node_id: u64,
     /// `access` for data-plane decisions, `admin` for admin API actions.
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// `allow` or `deny`.
-    pub decision: String,
+    pub decision: Cow<'static, str>,
     /// Why: `ok`, `malformed`, `unknown`, `revoked`, `forbidden`, `rate_limited`, ...
-    pub reason: String,
+    pub reason: Cow<'static, str>,
     pub key_id: Option<String>,
-    pub consumer: Option<String>,
-    pub route: Option<String>,
-    pub method: String,
+    pub consumer: Option<Arc<str>>,
+    pub route: Option<Arc<str>>,
+    pub method: Cow<'static, str>,
     pub path: String,
     pub status: u16,
     pub latency_us: u64,

@@ -1,5 +1,6 @@
 //! The gateway: runs every request through the phases and records the decision.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,9 +14,9 @@ use crate::canonical::canonicalize;
 use crate::clock::now_ms;
 use crate::deny::Deny;
 use crate::limits::Limits;
-use crate::metrics::{ProxyMetrics, RequestLabels};
+use crate::metrics::{ProxyMetrics, RequestLabels, RouteLabel};
 use crate::phases::{authenticate, authorize, forward, headers, rate_limit, route};
-use crate::policy::{AuthMethod, ParsedKey, Policy};
+use crate::policy::{AuthMethod, Name, ParsedKey, Policy};
 use crate::upstream::{Body, Upstreams};
 
 /// Data-plane limits and timeouts. Defaults are for a gateway in front of JSON APIs.
@@ -71,9 +72,9 @@ pub struct Gateway {
 /// What the phases learned, for the audit event.
 #[derive(Default)]
 struct Facts {
-    route: Option<String>,
+    route: Option<Name>,
     key_id: Option<String>,
-    consumer: Option<String>,
+    consumer: Option<Name>,
     path: String,
     /// Served on last known policy while stale (routes with `serve_stale` only).
     stale: bool,
@@ -99,7 +100,7 @@ impl Gateway {
         let started = Instant::now();
         let policy = self.policy.load_full();
         let client_ip = headers::client_ip(peer, req.headers(), &self.cfg.trusted_proxies);
-        let method = req.method().to_string();
+        let method = method_name(req.method());
         // A request refused before its path was canonicalised is audited with the path as sent
         // (cut to 512 characters); taken only then, from this cheap copy of the URI.
         let uri = req.uri().clone();
@@ -127,18 +128,18 @@ impl Gateway {
         let elapsed = started.elapsed();
         self.metrics
             .requests
-            .get_or_create(&RequestLabels { route: facts.route.clone().unwrap_or_default(), decision, status })
+            .get_or_create(&RequestLabels { route: RouteLabel(facts.route.clone()), decision, status })
             .inc();
         self.metrics.latency_seconds.observe(elapsed.as_secs_f64());
         self.audit.record(AuditEvent {
             ts_ms: now_ms(),
             node_id: self.cfg.node_id,
-            kind: "access".into(),
-            decision: decision.into(),
-            reason: reason.into(),
+            kind: Cow::Borrowed("access"),
+            decision: Cow::Borrowed(decision),
+            reason: Cow::Borrowed(reason),
             key_id: facts.key_id,
-            consumer: facts.consumer,
-            route: facts.route,
+            consumer: facts.consumer.as_ref().map(Name::shared),
+            route: facts.route.as_ref().map(Name::shared),
             method,
             path: facts.path,
             status,
@@ -205,12 +206,13 @@ impl Gateway {
             }
             (None, None) => None,
         };
-        let method = req.method().as_str().to_string();
+        // Kept past `into_parts` (a standard method is copied without an allocation).
+        let method = req.method().clone();
 
         // Phase 2: route.
-        let route = route::find(policy, host.as_deref(), &method, &canon)
+        let route = route::find(policy, host.as_deref(), method.as_str(), &canon)
             .ok_or_else(|| Deny::new(StatusCode::NOT_FOUND, "no_route"))?;
-        facts.route = Some(route.name.to_string());
+        facts.route = Some(route.name.clone());
 
         // Fail closed when this node cannot vouch for its policy: a revoke it has not seen may
         // already have returned elsewhere. Routes that opted into serve_stale go on, and their
@@ -247,18 +249,18 @@ impl Gateway {
         };
         if let Some(c) = &caller {
             facts.key_id = Some(c.key.id.to_string());
-            facts.consumer = Some(c.consumer.name.to_string());
+            facts.consumer = Some(c.consumer.name.clone());
         }
 
         // Phase 4: authorize.
         if let Some(c) = &caller {
-            authorize::authorize(policy, c, &method, &canon)?;
+            authorize::authorize(policy, c, method.as_str(), &canon)?;
         }
 
         // Phase 5: rate-limit.
         let subjects = rate_limit::Subjects {
             key_id: facts.key_id.as_deref(),
-            consumer: facts.consumer.as_deref(),
+            consumer: facts.consumer.as_ref().map(Name::as_str),
             client_ip: ip,
         };
         let tightest = rate_limit::check(&self.limits, policy, route, &subjects).await?;
@@ -333,6 +335,23 @@ impl Gateway {
                 .with_header(http::header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))),
         }
     }
+}
+
+/// The method as the audit trail records it: the standard ones without an allocation.
+fn method_name(m: &http::Method) -> Cow<'static, str> {
+    use http::Method;
+    Cow::Borrowed(match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return Cow::Owned(m.as_str().to_string()),
+    })
 }
 
 /// Refuses ambiguous HTTP/1 framing (request smuggling, RFC 9112 §6.1): Content-Length together

@@ -1,16 +1,31 @@
 //! Data-plane metrics in Prometheus form.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::policy::Name;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
+    pub route: RouteLabel,
     pub decision: &'static str,
     pub status: u16,
+}
+
+/// A route's name as a label value, shared with the policy (no copy per request); empty when
+/// no route matched.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteLabel(pub Option<Name>);
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.0.as_ref().map_or("", Name::as_str))
+    }
 }
 
 pub struct ProxyMetrics {

@@ -104,10 +104,11 @@ pub enum SendError {
 
 pub struct Upstreams {
     connect_timeout: Duration,
-    /// Round-robin cursor per route name.
-    cursors: RwLock<HashMap<String, Arc<AtomicUsize>>>,
+    /// Round-robin cursor per route name. Both maps are keyed by what operators configured, not
+    /// by what clients send, so a cheap hash serves (SipHash cost ~250 instructions a lookup).
+    cursors: RwLock<HashMap<String, Arc<AtomicUsize>, BuildHasherDefault<KeyHasher>>>,
     /// Every upstream seen, by base URL: parsed once, with its health.
-    targets: RwLock<HashMap<String, Arc<Target>>>,
+    targets: RwLock<HashMap<String, Arc<Target>, BuildHasherDefault<KeyHasher>>>,
 }
 
 impl Upstreams {
@@ -201,7 +202,8 @@ impl Upstreams {
     }
 }
 
-/// Hashes the pool's keys (small sequential numbers) by one multiplication.
+/// Hashes the pool's keys (small sequential numbers) by one multiplication, and configured
+/// names and URLs byte by byte (FNV-1a).
 #[derive(Default)]
 struct KeyHasher(u64);
 

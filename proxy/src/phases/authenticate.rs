@@ -14,13 +14,17 @@ pub struct Caller<'p> {
     pub deprecated: bool,
 }
 
+/// The other header a key may come in (a name constant: looking up by `&str` parses it anew on
+/// every request).
+pub static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 /// Longest credential header value read at all; anything longer is refused before parsing.
 const CREDENTIAL_LEN_MAX: usize = 8 * 1024;
 
 /// The presented credential, if any. Ambiguity (two headers, both kinds) is a 400.
 pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, Deny> {
     let mut auth = headers.get_all(http::header::AUTHORIZATION).iter();
-    let mut api_key = headers.get_all("x-api-key").iter();
+    let mut api_key = headers.get_all(&X_API_KEY).iter();
     let (a1, a2) = (auth.next(), auth.next());
     let (k1, k2) = (api_key.next(), api_key.next());
     if a2.is_some() || k2.is_some() || (a1.is_some() && k1.is_some()) {

@@ -35,6 +35,11 @@ impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name's one allocation, shared (an audit event holds it without copying).
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
 }
 
 impl TryFrom<String> for Name {
