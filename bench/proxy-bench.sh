@@ -3,8 +3,10 @@
 # returning a static 200), wrk at fixed connections, interleaved rounds of
 #   (a) direct to the upstream, (b) nginx as a keep-alive reverse proxy with no checks,
 #   (c) raftgate with key auth + RBAC + rate limit + audit,
-# plus the invalid-key flood and the 429 path. Prints req/s, ratios, CPU per request, and p99 at
-# a fixed rate of half of nginx's throughput (oha, open loop).
+# plus the invalid-key flood and the 429 path, in ABC CBA order. Prints req/s, per-round ratios
+# (median and range), CPU per request, a noise gate per case (foreign CPU, steal, load), and
+# latency at a fixed rate (oha, open loop) for all three targets: at 50 % of the slowest proxy's
+# max, and at a low rate on one connection, with the latency each proxy adds over direct.
 # Usage: bench/proxy-bench.sh [rounds] [seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,19 +50,31 @@ split_ticks() {
     done | awk '{ if ($1 ~ /^proxy-/ || $1 ~ /^nginx/) { pu += $2; ps += $3 } else { ou += $2; os += $3 } }
                 END { print pu + 0, ps + 0, ou + 0, os + 0 }'
 }
-run() { # name url [header]
-    local name=$1 url=$2 hdr=${3:-} out rps
-    if [ -n "$hdr" ]; then out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H "$hdr" "$url"); else out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$url"); fi
+# run NAME URL [HEADER]: "NAME req/s p99 wrk-ticks" (wrk's own CPU, from `times` in the
+# subshell that ran it: 100 ticks a second).
+run() {
+    local name=$1 url=$2 hdr=${3:-} out rps p99 wrk_ticks
+    if [ -n "$hdr" ]; then out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -H "$hdr" "$url"; times); else out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$url"; times); fi
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '/ 99%/ {print $2}')
-    echo "$name $rps $p99"
+    wrk_ticks=$(echo "$out" | tail -1 | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] } printf "%d", n * 100 }')
+    echo "$name $rps $p99 $wrk_ticks"
 }
+# The noise gate (benchmarks.md §5): the machine's busy, softirq and steal jiffies (all CPUs).
+stat_cpu() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $8, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+UP_WORKERS=$(pgrep -P "$(cat "$W/upstream.conf.pid")" | tr '\n' ' ')
 declare -A SUM SPLIT
+median() { echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+range() { echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%s–%s", lo, hi}'; }
 echo "rounds=$ROUNDS seconds=$SECS connections=$CONNS (wrk -t2), nginx $(nginx -v 2>&1 | cut -d/ -f2): upstream 1 worker, proxy $THREADS workers; raftgate $THREADS proxy threads"
+echo "kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, governor $(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo n/a), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $("$OHA" --version)"
 for r in $(seq 1 "$ROUNDS"); do
-    for case in direct nginx raftgate flood limited; do
-        t0=$(cpu_ticks "$RGPID"); n0=$(cpu_ticks $NGX_WORKERS)
-        s0=$(split_ticks "$RGPID"); m0=$(split_ticks $NGX_WORKERS)
+    # ABC CBA order in alternate rounds (benchmarks.md §5), so drift within a round cancels.
+    cases="direct nginx raftgate flood limited"
+    [ $((r % 2)) -eq 0 ] && cases="limited flood raftgate nginx direct"
+    for case in $cases; do
+        t0=$(cpu_ticks "$RGPID"); n0=$(cpu_ticks $NGX_WORKERS); u0=$(cpu_ticks $UP_WORKERS)
+        s0=$(split_ticks "$RGPID"); m0=$(split_ticks $NGX_WORKERS); c0=$(stat_cpu)
         case $case in
             direct) line=$(run direct "http://127.0.0.1:$UP/") ;;
             nginx) line=$(run nginx "http://127.0.0.1:$NGX/") ;;
@@ -68,9 +82,18 @@ for r in $(seq 1 "$ROUNDS"); do
             flood) line=$(run flood "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $BAD") ;;
             limited) line=$(run limited "http://127.0.0.1:$RG/limited/x" "Authorization: Bearer $KEY") ;;
         esac
-        t1=$(cpu_ticks "$RGPID"); n1=$(cpu_ticks $NGX_WORKERS)
-        s1=$(split_ticks "$RGPID"); m1=$(split_ticks $NGX_WORKERS)
+        t1=$(cpu_ticks "$RGPID"); n1=$(cpu_ticks $NGX_WORKERS); u1=$(cpu_ticks $UP_WORKERS)
+        s1=$(split_ticks "$RGPID"); m1=$(split_ticks $NGX_WORKERS); c1=$(stat_cpu)
         rps=$(echo "$line" | awk '{print $2}')
+        wrk_ticks=$(echo "$line" | awk '{print $4}')
+        # Foreign CPU: busy time (softirq apart) no process of the benchmark accounts for, as a
+        # share of all CPU time in the case. Steal is shown on its own and not subtracted: on
+        # this VM the processes' own times include what the hypervisor stole from them
+        # (subtracting it left foreign CPU at minus the steal, case after case).
+        noise=$(echo "$c0 $c1" | awk -v known=$((t1 - t0 + n1 - n0 + u1 - u0 + wrk_ticks)) '{
+            busy = $5 - $1; soft = $7 - $3; steal = $6 - $2; all = $8 - $4
+            if (all <= 0) all = 1
+            printf "foreign %.1f%% steal %.1f%%", 100 * (busy - soft - known) / all, 100 * steal / all }')
         # Where the CPU went, summed over the rounds: ticks and requests served.
         if [ "$case" = raftgate ]; then
             SPLIT[rg]=$(echo "${SPLIT[rg]:-0 0 0 0 0}" $s0 $s1 "$rps" | awk -v s="$SECS" '{
@@ -79,8 +102,9 @@ for r in $(seq 1 "$ROUNDS"); do
             SPLIT[ngx]=$(echo "${SPLIT[ngx]:-0 0 0 0 0}" $m0 $m1 "$rps" | awk -v s="$SECS" '{
                 printf "%d %d %d %d %.0f", $1 + $10 - $6, $2 + $11 - $7, $3 + $12 - $8, $4 + $13 - $9, $5 + $14 * s }')
         fi
-        echo "round $r: $line  raftgate-cpu-ticks=$((t1 - t0)) nginx-proxy-cpu-ticks=$((n1 - n0))"
+        echo "round $r: $(echo "$line" | cut -d' ' -f1-3)  raftgate-cpu-ticks=$((t1 - t0)) nginx-proxy-cpu-ticks=$((n1 - n0)) $noise load $(cut -d' ' -f1 /proc/loadavg)"
         SUM[$case]="${SUM[$case]:-} $rps"
+        declare "R_${case}=$rps"
         if [ "$case" = nginx ]; then
             SUM[ngx_cpu]="${SUM[ngx_cpu]:-} $(awk -v t=$((n1 - n0)) -v r="$rps" -v s="$SECS" 'BEGIN{ printf "%.1f", t*10000/(r*s) }')"
         fi
@@ -88,31 +112,59 @@ for r in $(seq 1 "$ROUNDS"); do
             SUM[rg_cpu]="${SUM[rg_cpu]:-} $(awk -v t=$((t1 - t0)) -v r="$rps" -v s="$SECS" 'BEGIN{ printf "%.1f", t*10000/(r*s) }')"
         fi
     done
+    # Per-round ratios (benchmarks.md §5): slow drift between rounds cancels.
+    SUM[gd]="${SUM[gd]:-} $(awk -v g="$R_raftgate" -v d="$R_direct" 'BEGIN { printf "%.3f", g / d }')"
+    SUM[gn]="${SUM[gn]:-} $(awk -v g="$R_raftgate" -v n="$R_nginx" 'BEGIN { printf "%.3f", g / n }')"
+    SUM[fg]="${SUM[fg]:-} $(awk -v f="$R_flood" -v g="$R_raftgate" 'BEGIN { printf "%.3f", f / g }')"
 done
-median() { echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 D=$(median ${SUM[direct]}); N=$(median ${SUM[nginx]}); G=$(median ${SUM[raftgate]}); F=$(median ${SUM[flood]}); L=$(median ${SUM[limited]})
 echo
 echo "median req/s: direct $D | nginx proxy $N | raftgate full pipeline $G | invalid-key flood $F | 429 path $L"
-awk -v d="$D" -v n="$N" -v g="$G" -v f="$F" 'BEGIN {
-  printf "raftgate / direct = %.2f   raftgate / nginx = %.2f   flood / raftgate = %.2f\n", g/d, g/n, f/g }'
+echo "per-round ratios, median [min–max]: raftgate / direct $(median ${SUM[gd]}) [$(range ${SUM[gd]})] | raftgate / nginx $(median ${SUM[gn]}) [$(range ${SUM[gn]})] | flood / raftgate $(median ${SUM[fg]}) [$(range ${SUM[fg]})]"
 echo "CPU per proxied request (µs, user+sys, medians): raftgate $(median ${SUM[rg_cpu]}) | nginx proxy $(median ${SUM[ngx_cpu]})"
 # 100 ticks a second: ticks * 10,000 / requests = µs per request.
 echo "${SPLIT[rg]} ${SPLIT[ngx]}" | awk '{
     printf "CPU split (µs per request, all rounds): raftgate proxy threads user %.1f sys %.1f, other threads (audit writer, RocksDB, Raft) user %.1f sys %.1f | nginx proxy workers user %.1f sys %.1f\n",
         $1 * 10000 / $5, $2 * 10000 / $5, $3 * 10000 / $5, $4 * 10000 / $5, $6 * 10000 / $10, $7 * 10000 / $10 }'
-# p99 at a fixed rate of half of nginx's median throughput (open loop, corrected for
-# coordinated omission), nginx proxy and raftgate interleaved.
-RATE=$(awk -v n="$N" 'BEGIN { printf "%d", n / 2 }')
-fixed() { # name url [header]
+# Latency at a fixed offered load (open loop, corrected for coordinated omission), every target
+# at the same rate, interleaved: 50 % of the slowest proxy's max (benchmarks.md §5), and a low
+# load on one connection. Added latency is the proxy's quantile less the upstream's own
+# (direct) at the same rate.
+fixed() { # rate conns url [header] -> "p50 p99 p99.9 success-rate" (ms)
     local out
-    if [ -n "${3:-}" ]; then out=$("$OHA" -z "${SECS}s" -q "$RATE" -c "$CONNS" --no-tui --latency-correction --output-format json -H "$3" "$2"); \
-    else out=$("$OHA" -z "${SECS}s" -q "$RATE" -c "$CONNS" --no-tui --latency-correction --output-format json "$2"); fi
-    echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print("%.3f %.3f %.4f" % (p["p50"]*1000, p["p99"]*1000, d["summary"]["successRate"]))'
+    if [ -n "${4:-}" ]; then out=$("$OHA" -z "${SECS}s" -q "$1" -c "$2" --no-tui --latency-correction --output-format json -H "$4" "$3"); \
+    else out=$("$OHA" -z "${SECS}s" -q "$1" -c "$2" --no-tui --latency-correction --output-format json "$3"); fi
+    echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; print("%.3f %.3f %.3f %.4f" % (p["p50"]*1000, p["p99"]*1000, p["p99.9"]*1000, d["summary"]["successRate"]))'
 }
-for r in $(seq 1 "$ROUNDS"); do
-    SUM[fx_nginx]="${SUM[fx_nginx]:-} $(fixed nginx "http://127.0.0.1:$NGX/" | awk '{print $2}')"
-    SUM[fx_rg]="${SUM[fx_rg]:-} $(fixed raftgate "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $KEY" | awk '{print $2}')"
+SLOWEST=$(awk -v n="$N" -v g="$G" 'BEGIN { print (g < n ? g : n) }')
+RATE=$(awk -v s="$SLOWEST" 'BEGIN { printf "%d", s / 2 }')
+LOW_RATE=1000
+for load in half low; do
+    if [ $load = half ]; then rate=$RATE; conns=$CONNS; else rate=$LOW_RATE; conns=1; fi
+    for r in $(seq 1 "$ROUNDS"); do
+        for t in direct nginx raftgate; do
+            case $t in
+                direct) q=$(fixed "$rate" "$conns" "http://127.0.0.1:$UP/") ;;
+                nginx) q=$(fixed "$rate" "$conns" "http://127.0.0.1:$NGX/") ;;
+                raftgate) q=$(fixed "$rate" "$conns" "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $KEY") ;;
+            esac
+            read -r p50 p99 p999 _ <<<"$q"
+            SUM[${load}_${t}_50]="${SUM[${load}_${t}_50]:-} $p50"
+            SUM[${load}_${t}_99]="${SUM[${load}_${t}_99]:-} $p99"
+            SUM[${load}_${t}_999]="${SUM[${load}_${t}_999]:-} $p999"
+        done
+    done
+    label="50 % of the slowest proxy's max, $rate req/s, oha -c$conns"
+    [ $load = low ] && label="low load, $rate req/s on 1 connection"
+    echo "latency at a fixed rate ($label; corrected; medians of $ROUNDS rounds, ms):"
+    for t in direct nginx raftgate; do
+        m50=$(median ${SUM[${load}_${t}_50]}); m99=$(median ${SUM[${load}_${t}_99]}); m999=$(median ${SUM[${load}_${t}_999]})
+        d50=$(median ${SUM[${load}_direct_50]}); d99=$(median ${SUM[${load}_direct_99]}); d999=$(median ${SUM[${load}_direct_999]})
+        awk -v t="$t" -v a="$m50" -v b="$m99" -v c="$m999" -v x="$d50" -v y="$d99" -v z="$d999" 'BEGIN {
+            if (t == "direct") printf "  %-9s p50 %.3f  p99 %.3f  p99.9 %.3f\n", t, a, b, c
+            else printf "  %-9s p50 %.3f  p99 %.3f  p99.9 %.3f   added over direct: p50 %+.3f  p99 %+.3f  p99.9 %+.3f\n", t, a, b, c, a - x, b - y, c - z }'
+    done
+    awk -v g="$(median ${SUM[${load}_raftgate_99]})" -v n="$(median ${SUM[${load}_nginx_99]})" 'BEGIN {
+        printf "  raftgate p99 - nginx p99 = %+.3f ms (goal: at most +0.2 ms)\n", g - n }'
 done
-FXN=$(median ${SUM[fx_nginx]}); FXR=$(median ${SUM[fx_rg]})
-echo "p99 at a fixed $RATE req/s (50 % of nginx's median; oha -c$CONNS, corrected; medians of $ROUNDS): nginx proxy $FXN ms | raftgate $FXR ms | added $(awk -v a="$FXR" -v b="$FXN" 'BEGIN { printf "%.3f", a - b }') ms"
 echo "audit queue after the run: $(curl -fsS http://127.0.0.1:$ADM/metrics | grep -E '^raftgate_audit_(queue_depth|dropped)' | tr '\n' ' ')"
