@@ -98,6 +98,8 @@ impl Gateway {
     /// Handles one request end to end. Never fails: every outcome is a response.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
+        // The clock is read once: the decision's time, and (plus the latency) the event's.
+        let now = now_ms();
         let policy = self.policy.load_full();
         let client_ip = headers::client_ip(peer, req.headers(), &self.cfg.trusted_proxies);
         let method = method_name(req.method());
@@ -107,7 +109,7 @@ impl Gateway {
         let mut facts = Facts::default();
         // Formatted once: the rate-limit subject, X-Forwarded-For and the audit event share it.
         let ip = client_ip.to_string();
-        let (resp, reason) = match self.run(req, &policy, client_ip, &ip, &mut facts).await {
+        let (resp, reason) = match self.run(req, &policy, now, client_ip, &ip, &mut facts).await {
             Ok(resp) if facts.stale => (resp, "ok_stale_policy"),
             Ok(resp) => (resp, "ok"),
             Err(deny) => {
@@ -132,7 +134,7 @@ impl Gateway {
             .inc();
         self.metrics.latency_seconds.observe(elapsed.as_secs_f64());
         self.audit.record(AuditEvent {
-            ts_ms: now_ms(),
+            ts_ms: now + elapsed.as_millis() as u64,
             node_id: self.cfg.node_id,
             kind: Cow::Borrowed("access"),
             decision: Cow::Borrowed(decision),
@@ -154,14 +156,15 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         policy: &Policy,
+        now: u64,
         client_ip: IpAddr,
         ip: &str,
         facts: &mut Facts,
     ) -> Result<Response<Body>, Deny> {
         // An IP the cluster blocked for guessing credentials gets nothing, on any node.
         if !policy.blocked_ips.is_empty() {
-            if let Some(until) = policy.blocked_ips.get(&client_ip).copied().filter(|u| *u > now_ms()) {
-                let retry_s = (until - now_ms()).div_ceil(1000);
+            if let Some(until) = policy.blocked_ips.get(&client_ip).copied().filter(|u| *u > now) {
+                let retry_s = (until - now).div_ceil(1000);
                 return Err(Deny::new(StatusCode::FORBIDDEN, "ip_blocked")
                     .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry_s)));
             }
@@ -233,7 +236,7 @@ impl Gateway {
             None => return Err(self.auth_failed(policy, client_ip, None, Deny::unauthorized("missing"))),
             // Never earlier than the cluster's agreed time: a node restarted with its clock set
             // back still expires keys no later than the leader's clock says.
-            Some(raw) => match authenticate::authenticate(policy, raw, now_ms().max(policy.time_ms)) {
+            Some(raw) => match authenticate::authenticate(policy, raw, now.max(policy.time_ms)) {
                 Ok(c) => Some(c),
                 Err(d) => {
                     // A known key refused (wrong secret, revoked, expired, rotated out) is

@@ -130,8 +130,9 @@ impl Upstreams {
             .clone()
     }
 
-    /// Upstreams of a route in the order to try them (round-robin start, ejected ones last).
-    pub fn order(&self, route: &str, upstreams: &[String]) -> Vec<Arc<Target>> {
+    /// The first two upstreams of a route to try (a request is tried on two at most): round-robin
+    /// start, ejected ones after every healthy one. Only as many are looked up as are needed.
+    pub fn order(&self, route: &str, upstreams: &[String]) -> [Option<Arc<Target>>; 2] {
         let cursor = {
             let found = self.cursors.read().expect("cursor lock").get(route).cloned();
             found.unwrap_or_else(|| {
@@ -141,18 +142,24 @@ impl Upstreams {
         let start = cursor.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         let n = upstreams.len();
-        let mut healthy = Vec::with_capacity(n);
-        let mut ejected = Vec::new();
-        for i in 0..n {
-            let target = self.target(&upstreams[(start + i) % n]);
-            if target.health.ejected_until_ms.load(Ordering::Relaxed) > now {
-                ejected.push(target);
-            } else {
-                healthy.push(target);
+        let want = n.min(2);
+        let mut picked: [Option<Arc<Target>>; 2] = [None, None];
+        let mut k = 0;
+        // Healthy ones in round-robin order first, then (if fewer than two were) ejected ones.
+        for healthy_pass in [true, false] {
+            for i in 0..n {
+                if k == want {
+                    return picked;
+                }
+                let target = self.target(&upstreams[(start + i) % n]);
+                let ejected = target.health.ejected_until_ms.load(Ordering::Relaxed) > now;
+                if ejected != healthy_pass {
+                    picked[k] = Some(target);
+                    k += 1;
+                }
             }
         }
-        healthy.extend(ejected);
-        healthy
+        picked
     }
 
     /// Sends one request to `target` on a pooled connection (or a new one) and returns once the
@@ -309,8 +316,8 @@ impl Target {
 mod tests {
     use super::*;
 
-    fn names(order: &[Arc<Target>]) -> Vec<String> {
-        order.iter().map(|t| t.url.clone()).collect()
+    fn names(order: &[Option<Arc<Target>>]) -> Vec<String> {
+        order.iter().flatten().map(|t| t.url.clone()).collect()
     }
 
     #[test]
@@ -320,7 +327,7 @@ mod tests {
         assert_eq!(names(&ups.order("r", &targets)), ["http://a", "http://b"]);
         assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
         // Two failures in a row do not eject; a success in between resets the count.
-        let a = ups.order("r", &targets).remove(0);
+        let [Some(a), _] = ups.order("r", &targets) else { panic!("two upstreams, none picked") };
         a.report(false);
         a.report(false);
         a.report(true);
@@ -335,6 +342,13 @@ mod tests {
         }
         // Routes keep their own cursors; health is per upstream.
         assert_eq!(names(&ups.order("other", &targets)), ["http://b", "http://a"]);
+        // A request is tried on two at most: of three, the healthy two come first, in turn.
+        let three = vec!["http://a".to_string(), "http://b".to_string(), "http://c".to_string()];
+        assert_eq!(names(&ups.order("three", &three)), ["http://b", "http://c"]);
+        assert_eq!(names(&ups.order("three", &three)), ["http://b", "http://c"]);
+        assert_eq!(names(&ups.order("three", &three)), ["http://c", "http://b"]);
+        // One upstream: one candidate.
+        assert_eq!(names(&ups.order("one", &targets[..1])), ["http://a"]);
     }
 
     #[test]

@@ -96,10 +96,10 @@ pub async fn forward(
         DeadlineBody { inner: limited, deadline: Box::pin(tokio::time::sleep(deadline)) }.boxed()
     });
     // One retry at most, and only for requests that cannot have reached the upstream.
-    let attempts = if retryable { order.len().min(2) } else { 1 };
+    let attempts = if retryable { order.iter().flatten().count() } else { 1 };
     let head =
         Head { method: &out.method, path_and_query: &out.path_and_query, headers: &out.headers, added: &out.added };
-    for (i, target) in order.iter().take(attempts).enumerate() {
+    for (i, target) in order.iter().flatten().take(attempts).enumerate() {
         let sent = upstreams.send(target, &head, body.take(), retryable);
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => {
