@@ -108,7 +108,7 @@ impl Gateway {
         let uri = req.uri().clone();
         let mut facts = Facts::default();
         // Formatted once: the rate-limit subject, X-Forwarded-For and the audit event share it.
-        let ip = client_ip.to_string();
+        let ip = headers::ip_text(client_ip);
         let (resp, reason) = match self.run(req, &policy, now, client_ip, &ip, &mut facts).await {
             Ok(resp) if facts.stale => (resp, "ok_stale_policy"),
             Ok(resp) => (resp, "ok"),

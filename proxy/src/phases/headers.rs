@@ -126,10 +126,49 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> I
     ip
 }
 
+/// The client IP as text, as `Display` writes it. IPv4 (nearly every client) is written digit by
+/// digit: `to_string` goes through `core::fmt`, which cost ~1,300 instructions a request.
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut s = String::with_capacity(15);
+    for (i, o) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + o / 10 % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ip_text_is_display(bits: u32, v6: u128) {
+            let v4 = IpAddr::from(std::net::Ipv4Addr::from(bits));
+            prop_assert_eq!(ip_text(v4), v4.to_string());
+            let v6 = IpAddr::from(std::net::Ipv6Addr::from(v6));
+            prop_assert_eq!(ip_text(v6), v6.to_string());
+        }
+    }
+
+    #[test]
+    fn ip_text_edges() {
+        for ip in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.20.255.99", "::ffff:1.2.3.4", "::1"] {
+            let ip: IpAddr = ip.parse().expect("an address");
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     fn xff(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
