@@ -143,7 +143,7 @@ impl<'a> ParsedKey<'a> {
             return Err(KeyFormatError::Alphabet);
         }
         let (payload, checksum) = full.split_at(KEY_LEN - KEY_CHECKSUM_LEN);
-        if encode_checksum(crc32fast::hash(payload.as_bytes())).as_bytes() != checksum.as_bytes() {
+        if encode_checksum(crc32fast::hash(payload.as_bytes())) != checksum.as_bytes() {
             return Err(KeyFormatError::Checksum);
         }
         Ok(Self { full })
@@ -174,7 +174,8 @@ impl GeneratedKey {
         let id = KeyId::parse(&random_base62(KEY_ID_LEN)).expect("base62 of the id length");
         let secret = random_base62(KEY_SECRET_LEN);
         let payload = format!("{KEY_PREFIX}{id}{secret}");
-        let key = format!("{payload}{}", encode_checksum(crc32fast::hash(payload.as_bytes())));
+        let checksum = encode_checksum(crc32fast::hash(payload.as_bytes()));
+        let key = format!("{payload}{}", std::str::from_utf8(&checksum).expect("base62 is ascii"));
         let digest = digest_key(&key);
         Self { id, key, digest }
     }
@@ -196,13 +197,14 @@ fn random_base62(len: usize) -> String {
     out
 }
 
-fn encode_checksum(mut crc: u32) -> String {
+/// The checksum's base62 digits (no allocation: every presented key is checked with it).
+fn encode_checksum(mut crc: u32) -> [u8; KEY_CHECKSUM_LEN] {
     let mut digits = [b'0'; KEY_CHECKSUM_LEN];
     for d in digits.iter_mut().rev() {
         *d = BASE62[(crc % 62) as usize];
         crc /= 62;
     }
-    String::from_utf8(digits.to_vec()).expect("base62 is ascii")
+    digits
 }
 
 #[cfg(test)]
