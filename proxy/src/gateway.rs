@@ -251,7 +251,8 @@ impl Gateway {
             },
         };
         if let Some(c) = &caller {
-            facts.key_id = Some(c.key.id.to_string());
+            // `as_str`, not `to_string`: Display would go through core::fmt.
+            facts.key_id = Some(c.key.id.as_str().to_owned());
             facts.consumer = Some(c.consumer.name.clone());
         }
 
