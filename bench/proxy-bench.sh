@@ -167,4 +167,29 @@ for load in half low; do
     awk -v g="$(median ${SUM[${load}_raftgate_99]})" -v n="$(median ${SUM[${load}_nginx_99]})" 'BEGIN {
         printf "  raftgate p99 - nginx p99 = %+.3f ms (goal: at most +0.2 ms)\n", g - n }'
 done
+# Pinned mode (benchmarks.md §5): the upstream and the proxies on CPU 0, wrk on CPU 1, so the
+# load generator no longer shares a core with what it measures. While CPU 0 is saturated, a
+# proxy's added cost per request is 1/R_proxied - 1/R_direct core-seconds. Last, as it pins the
+# processes for good.
+if [ "$(nproc)" -ge 2 ]; then
+    for p in $(cat "$W/upstream.conf.pid") $UP_WORKERS $(cat "$W/proxy.conf.pid") $NGX_WORKERS "$RGPID"; do
+        taskset -a -p -c 0 "$p" >/dev/null
+    done
+    pinned() { # url [header] -> req/s
+        if [ -n "${2:-}" ]; then taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -H "$2" "$1"; else taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" "$1"; fi |
+            awk '/Requests\/sec/ {print $2}'
+    }
+    for r in $(seq 1 "$ROUNDS"); do
+        pd=$(pinned "http://127.0.0.1:$UP/")
+        pn=$(pinned "http://127.0.0.1:$NGX/")
+        pg=$(pinned "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $KEY")
+        SUM[pin_d]="${SUM[pin_d]:-} $pd"; SUM[pin_n]="${SUM[pin_n]:-} $pn"; SUM[pin_g]="${SUM[pin_g]:-} $pg"
+        SUM[pin_an]="${SUM[pin_an]:-} $(awk -v p="$pn" -v d="$pd" 'BEGIN { printf "%.2f", 1e6 / p - 1e6 / d }')"
+        SUM[pin_ag]="${SUM[pin_ag]:-} $(awk -v p="$pg" -v d="$pd" 'BEGIN { printf "%.2f", 1e6 / p - 1e6 / d }')"
+        echo "pinned round $r: direct $pd | nginx $pn | raftgate $pg req/s"
+    done
+    AN=$(median ${SUM[pin_an]}); AG=$(median ${SUM[pin_ag]})
+    echo "pinned (upstream and proxy on CPU 0, wrk -t1 on CPU 1; medians of $ROUNDS): direct $(median ${SUM[pin_d]}) | nginx $(median ${SUM[pin_n]}) | raftgate $(median ${SUM[pin_g]}) req/s"
+    awk -v n="$AN" -v g="$AG" 'BEGIN { printf "pinned added CPU per request (1/R_proxied - 1/R_direct): nginx %.2f µs | raftgate %.2f µs | raftgate / nginx %.2f\n", n, g, g / n }'
+fi
 echo "audit queue after the run: $(curl -fsS http://127.0.0.1:$ADM/metrics | grep -E '^raftgate_audit_(queue_depth|dropped)' | tr '\n' ' ')"
