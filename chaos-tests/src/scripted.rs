@@ -2,6 +2,8 @@
 //! produces: connections closed without a word, chunked bodies with trailers, bodies that end at
 //! close, lengths that are missing, conflicting or cut short, interim and early answers, and
 //! heads that are not HTTP at all. The last path segment picks the answer (see [`answer`]).
+//! `ws-echo` and `ws-refuse` answer WebSocket handshakes: the first switches and echoes what it
+//! is sent, the second refuses and counts any byte that still arrives ([`ScriptedUpstream::stray`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +16,17 @@ pub struct ScriptedUpstream {
     pub addr: std::net::SocketAddr,
     connections: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
+    stray: Arc<AtomicU64>,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What one connection's handler shares with the test.
+#[derive(Clone)]
+struct Seen {
+    requests: Arc<AtomicU64>,
+    stray: Arc<AtomicU64>,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ScriptedUpstream {
@@ -22,14 +34,16 @@ impl ScriptedUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind scripted upstream");
         let addr = listener.local_addr().expect("local addr");
         let (connections, requests) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (conns, reqs) = (connections.clone(), requests.clone());
+        let (stray, heads) = (Arc::new(AtomicU64::new(0)), Arc::default());
+        let seen = Seen { requests: requests.clone(), stray: Arc::clone(&stray), heads: Arc::clone(&heads) };
+        let conns = connections.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 conns.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(stream, reqs.clone()));
+                tokio::spawn(serve(stream, seen.clone()));
             }
         });
-        Self { addr, connections, requests, task }
+        Self { addr, connections, requests, stray, heads, task }
     }
 
     pub fn url(&self) -> String {
@@ -44,6 +58,16 @@ impl ScriptedUpstream {
     /// Request heads read so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Bytes that arrived after a refused WebSocket handshake's head (there should be none).
+    pub fn stray(&self) -> u64 {
+        self.stray.load(Ordering::SeqCst)
+    }
+
+    /// The request heads read so far (lower-cased), oldest first.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -127,6 +151,48 @@ async fn fill_until(s: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]) -> Opti
     }
 }
 
+/// A WebSocket handshake: switch (`accept`) and then echo every byte back until the peer closes,
+/// with a greeting sent in the same write as the 101; or refuse with a 403 and count whatever
+/// else arrives on the connection in the next second.
+async fn websocket(mut s: TcpStream, mut buf: Vec<u8>, head: &str, accept: bool, seen: Seen) {
+    if !accept {
+        let _ = s.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\nno").await;
+        let mut stray = buf.len() as u64;
+        let mut tmp = vec![0u8; 64 * 1024];
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(k) = s.read(&mut tmp).await {
+                if k == 0 {
+                    break;
+                }
+                stray += k as u64;
+            }
+        })
+        .await;
+        seen.stray.fetch_add(stray, Ordering::SeqCst);
+        return;
+    }
+    let key = head.lines().find_map(|l| l.strip_prefix("sec-websocket-key:")).unwrap_or("").trim().to_string();
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\
+         sec-websocket-accept: for-{key}\r\n\r\nhello from upstream\n"
+    );
+    if s.write_all(answer.as_bytes()).await.is_err() {
+        return;
+    }
+    // Anything that came with the head is the new protocol's already.
+    if !buf.is_empty() && s.write_all(&buf).await.is_err() {
+        return;
+    }
+    buf.clear();
+    let mut tmp = vec![0u8; 64 * 1024];
+    while let Ok(k) = s.read(&mut tmp).await {
+        if k == 0 || s.write_all(&tmp[..k]).await.is_err() {
+            break;
+        }
+    }
+    let _ = s.shutdown().await;
+}
+
 /// Closes after a last answer without resetting it away: shut the write side, then read and
 /// drop what the peer still sends (for a while) before the socket goes.
 async fn linger_close(mut s: TcpStream) {
@@ -142,15 +208,19 @@ async fn linger_close(mut s: TcpStream) {
     .await;
 }
 
-async fn serve(mut s: TcpStream, requests: Arc<AtomicU64>) {
+async fn serve(mut s: TcpStream, seen: Seen) {
     let mut buf = Vec::new();
     loop {
         let Some(end) = fill_until(&mut s, &mut buf, b"\r\n\r\n").await else { return };
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         buf.drain(..end);
-        requests.fetch_add(1, Ordering::SeqCst);
+        seen.requests.fetch_add(1, Ordering::SeqCst);
+        seen.heads.lock().unwrap_or_else(|e| e.into_inner()).push(head.clone());
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
         let name = path.split('?').next().unwrap_or("").rsplit('/').next().unwrap_or("").to_string();
+        if name == "ws-echo" || name == "ws-refuse" {
+            return websocket(s, buf, &head, name == "ws-echo", seen).await;
+        }
         let length =
             head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
         let chunked = head.contains("transfer-encoding: chunked");

@@ -168,3 +168,151 @@ async fn uploads_stream_and_early_answers_are_relayed() {
     let reply = exchange(e.port, &req, Duration::from_secs(3)).await;
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply:?}");
 }
+
+/// A WebSocket client on a raw connection: sends the handshake for `path` with `key` and
+/// `extra` bytes in the same write, and reads the answer's head (and what came with it).
+async fn ws_open(port: u16, path: &str, key: &str, extra: &[u8]) -> (tokio::net::TcpStream, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut out = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(extra);
+    s.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut tmp)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before an answer: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    (s, head, got[end..].to_vec())
+}
+
+/// Reads from `s` until `want` bytes have arrived after `have`.
+async fn ws_read(s: &mut tokio::net::TcpStream, mut have: Vec<u8>, want: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut tmp = [0u8; 4096];
+    while have.len() < want {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut tmp)).await.unwrap().unwrap();
+        assert!(n > 0, "tunnel closed early: {:?}", String::from_utf8_lossy(&have));
+        have.extend_from_slice(&tmp[..n]);
+    }
+    have
+}
+
+/// WebSocket handshakes go through every phase and, once the upstream switches, become tunnels
+/// carrying bytes both ways on a connection of their own. Bytes a client sends before the 101
+/// never reach an upstream that did not switch (bad-inputs A10), and a refused or failed
+/// handshake never reaches the upstream at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_handshakes_become_tunnels() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = TestCluster::start(1, &["--proxy-idle-timeout-ms", "1500"]).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = ScriptedUpstream::start().await;
+    let f = chaos_tests::fixture::install(&c, &up.url()).await;
+    let port = c.nodes[&1].proxy_port;
+
+    // Switched: the client gets the 101 with the upstream's own fields, then the upstream's
+    // first bytes, then its early bytes echoed (sent upstream only after the switch), then
+    // an echo of what it sends through the tunnel.
+    let (mut s, head, rest) = ws_open(port, "/orders/ws-echo", &f.reader_key, b"early|").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    for field in ["upgrade: websocket", "connection: upgrade", "sec-websocket-accept: for-dghlihnhbxbszsbub25jzq=="] {
+        assert!(head.contains(field), "{field} missing from {head}");
+    }
+    let greeting = "hello from upstream\nearly|";
+    let got = ws_read(&mut s, rest, greeting.len()).await;
+    assert_eq!(String::from_utf8_lossy(&got), greeting);
+    s.write_all(b"ping").await.unwrap();
+    assert_eq!(ws_read(&mut s, Vec::new(), 4).await, b"ping");
+    // The upstream got the handshake with the gateway's identity and no credential.
+    let sent = up.heads().into_iter().find(|h| h.contains("/orders/ws-echo")).expect("handshake reached the upstream");
+    assert!(sent.contains("upgrade: websocket") && sent.contains("connection: upgrade"), "{sent}");
+    assert!(sent.contains("x-gateway-consumer: acme") && !sent.contains("authorization"), "{sent}");
+    assert!(sent.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq=="), "{sent}");
+    assert_eq!(c.metric(1, "raftgate_proxy_tunnels_open").await, Some(1.0));
+
+    // An idle tunnel is closed after the idle timeout (1.5 s here).
+    let mut tmp = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut tmp)).await.expect("idle tunnel closed");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while c.metric(1, "raftgate_proxy_tunnels_open").await != Some(0.0) {
+        assert!(tokio::time::Instant::now() < deadline, "tunnel still counted open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Refused by the upstream: the client gets the refusal, and its early bytes never reach the
+    // upstream (which counts every byte after the head for a second).
+    let (mut s, head, rest) =
+        ws_open(port, "/orders/ws-refuse", &f.reader_key, b"GET /orders/x HTTP/1.1\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    // (Its early bytes, parsed as its next request, get their own answer: here a 401.)
+    let answer = ws_read(&mut s, rest, 2).await;
+    assert!(answer.starts_with(b"no"), "{:?}", String::from_utf8_lossy(&answer));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(up.stray(), 0, "bytes sent before the switch reached an upstream that refused it");
+
+    // Refused by the gateway: wrong key, wrong role. The upstream never hears of them.
+    let before = up.requests();
+    let (_, head, _) = ws_open(port, "/orders/ws-echo", "rg_live_nope", b"early").await;
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    let (_, head, _) = ws_open(port, "/orders/ws-echo", &f.admin_key, b"early").await;
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    assert_eq!(up.requests(), before, "a refused handshake reached the upstream");
+
+    // CONNECT (a tunnel to anywhere) is refused before any upstream, early payload and all.
+    let reply = exchange(
+        port,
+        b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\nGET /orders/ok HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert_eq!(up.requests(), before, "CONNECT reached the upstream");
+
+    // Other upgrades are not offered upstream: h2c is dropped like any hop-by-hop header, and
+    // the request is answered as a plain one.
+    let reply = exchange(
+        port,
+        format!(
+            "GET /orders/ok HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nUpgrade: h2c\r\n\
+             Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: close\r\n\r\n",
+            f.reader_key
+        )
+        .as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let plain = up.heads().into_iter().rev().find(|h| h.contains("/orders/ok")).unwrap();
+    assert!(!plain.contains("upgrade") && !plain.contains("http2-settings"), "{plain}");
+
+    // Every handshake was audited with its answer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, audit) = c.get(1, "/v1/audit?limit=1000").await.unwrap();
+        let statuses: Vec<u64> = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["path"].as_str().is_some_and(|p| p.starts_with("/orders/ws-")))
+            .filter_map(|v| v["status"].as_u64())
+            .collect();
+        let mut sorted = statuses.clone();
+        sorted.sort_unstable();
+        if sorted == [101, 401, 403, 403] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "audit statuses {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -270,7 +270,7 @@ impl Gateway {
         let tightest = rate_limit::check(&self.limits, policy, route, &subjects).await?;
 
         // Phase 6: forward.
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let over_tls = parts.extensions.get::<crate::tls::OverTls>().is_some();
         if parts
             .headers
@@ -283,6 +283,11 @@ impl Gateway {
         let has_body = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
             || parts.headers.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
             || (parts.version == http::Version::HTTP_2 && !hyper::body::Body::is_end_stream(&body));
+        // A WebSocket handshake becomes a tunnel if the upstream agrees; hyper hands over the
+        // client's side of it once the 101 is written.
+        let upgrade = (!has_body && wants_websocket(&parts))
+            .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+            .flatten();
         // The client's headers go on filtered as the upstream head is written
         // (`headers::Filter::request`); the gateway's own are added there.
         let roles = caller.as_ref().map(authorize::role_names);
@@ -297,6 +302,11 @@ impl Gateway {
             added.push((&headers::X_GATEWAY_KEY_ID, &*c.key.id));
             added.push((&headers::X_GATEWAY_ROLES, roles.as_str()));
         }
+        if upgrade.is_some() {
+            // Hop-by-hop, so filtered out of the client's headers: the gateway asks for itself.
+            added.push((&headers::CONNECTION, "upgrade"));
+            added.push((&headers::UPGRADE, "websocket"));
+        }
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{canon}?{q}"),
             None => canon,
@@ -307,6 +317,7 @@ impl Gateway {
             headers: parts.headers,
             added,
             body: has_body.then_some(body),
+            upgrade: upgrade.is_some(),
             body_len_max: self.cfg.body_len_max,
             body_read_timeout: self.cfg.body_read_timeout,
         };
@@ -318,6 +329,14 @@ impl Gateway {
             self.cfg.upstream_response_timeout,
         )
         .await?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client) = upgrade {
+                resp.extensions_mut().insert(client);
+            }
+            let h = resp.headers_mut();
+            h.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
         if caller.as_ref().is_some_and(|c| c.deprecated) {
             resp.headers_mut().insert("deprecation", HeaderValue::from_static("true"));
         }
@@ -356,6 +375,20 @@ fn method_name(m: &http::Method) -> Cow<'static, str> {
         Method::TRACE => "TRACE",
         _ => return Cow::Owned(m.as_str().to_string()),
     })
+}
+
+/// Whether a request is a WebSocket opening handshake (RFC 6455 §4.1): an HTTP/1.1 GET with
+/// `Upgrade: websocket` and `Connection: upgrade`. Other upgrades (`h2c` among them) are not
+/// offered to upstreams: their `Upgrade` header is dropped like any hop-by-hop header.
+fn wants_websocket(parts: &http::request::Parts) -> bool {
+    parts.version == http::Version::HTTP_11
+        && parts.method == http::Method::GET
+        && parts.headers.get(http::header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && parts
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| headers::connection_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")))
 }
 
 /// Refuses ambiguous HTTP/1 framing (request smuggling, RFC 9112 §6.1): Content-Length together

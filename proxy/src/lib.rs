@@ -23,4 +23,5 @@ pub mod policy;
 pub mod reports;
 pub mod server;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;

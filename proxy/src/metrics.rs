@@ -5,6 +5,7 @@ use std::fmt::Write;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -35,6 +36,8 @@ pub struct ProxyMetrics {
     pub rate_limited: Counter,
     /// Connections closed at accept because their client IP had too many open.
     pub connections_refused: Counter,
+    /// WebSocket tunnels open now.
+    pub tunnels_open: Gauge,
 }
 
 impl ProxyMetrics {
@@ -48,6 +51,7 @@ impl ProxyMetrics {
             auth_failures: Counter::default(),
             rate_limited: Counter::default(),
             connections_refused: Counter::default(),
+            tunnels_open: Gauge::default(),
         }
     }
 
@@ -69,6 +73,7 @@ impl ProxyMetrics {
             "Connections closed at accept: their client IP already had proxy_connections_per_ip_max open",
             self.connections_refused.clone(),
         );
+        r.register("proxy_tunnels_open", "WebSocket tunnels open now", self.tunnels_open.clone());
     }
 }
 

@@ -236,6 +236,18 @@ impl Acceptor {
     }
 }
 
+/// What an open connection holds: its place under the caps and in the drain. Shared by the
+/// connection's task and, after a WebSocket upgrade, by its tunnel, so the slots come back only
+/// when both are done.
+struct Hold {
+    _permit: OwnedSemaphorePermit,
+    _ip_slot: Option<IpSlot>,
+    _open: mpsc::Sender<()>,
+    /// For a tunnel: its idle timeout and the shutdown signal.
+    idle: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
 /// Requests in flight on one connection, and when the last one started or ended.
 struct Activity {
     inflight: std::sync::atomic::AtomicU32,
@@ -415,25 +427,41 @@ async fn serve_connections(
         let over_tls = cfg.tls.is_some();
         let activity = Activity::new();
         let act = activity.clone();
+        let (idle, shutdown) = (cfg.idle_timeout, shutdown.clone());
+        let hold = Arc::new(Hold {
+            _permit: permit,
+            _ip_slot: ip_slot,
+            _open: open.clone(),
+            idle,
+            shutdown: shutdown.clone(),
+        });
+        let conn_hold = hold.clone();
         let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            let (gw, in_flight) = (gw.clone(), act.begin());
+            let (gw, in_flight, hold) = (gw.clone(), act.begin(), hold.clone());
             if over_tls {
                 req.extensions_mut().insert(crate::tls::OverTls);
             }
             async move {
+                let mut resp = gw.handle(req, peer).await;
+                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(tunnel) = crate::tunnel::Tunnel::take(&mut resp) {
+                        let open = gw.metrics.tunnels_open.clone();
+                        tokio::spawn(async move {
+                            crate::tunnel::run(tunnel, hold.idle, hold.shutdown.clone(), open).await;
+                            drop(hold);
+                        });
+                    }
+                }
                 // In flight until the response body has been sent (or abandoned).
-                let resp =
-                    gw.handle(req, peer).await.map(|inner| TrackedBody { inner, _in_flight: in_flight, failed: None });
-                Ok::<_, Infallible>(resp)
+                Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _in_flight: in_flight, failed: None }))
             }
         });
-        let (idle, shutdown, open) = (cfg.idle_timeout, shutdown.clone(), open.clone());
         match &cfg.tls {
             None => {
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                 tokio::spawn(async move {
                     drive(conn, activity, idle, shutdown, peer).await;
-                    drop((permit, ip_slot, open));
+                    drop(conn_hold);
                 });
             }
             Some(tls) => {
@@ -450,7 +478,7 @@ async fn serve_connections(
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                    drop((permit, ip_slot, open));
+                    drop(conn_hold);
                 });
             }
         }

@@ -175,14 +175,9 @@ impl Upstreams {
         body: Option<Body>,
         replayable: bool,
     ) -> Result<Response<Body>, SendError> {
-        let ep = target.endpoint.as_ref().ok_or(SendError::BadTarget)?;
-        if !wire::is_request_target(req.path_and_query) {
-            return Err(SendError::BadTarget);
-        }
         // Without a declared length a body goes chunked.
         let chunked = body.is_some() && !req.headers.contains_key(http::header::CONTENT_LENGTH);
-        let mut head = Vec::with_capacity(256 + (req.headers.len() + req.added.len()) * 48);
-        wire::encode_head(&mut head, req, &ep.prefix, &ep.authority, chunked);
+        let (ep, head) = head_for(target, req, chunked)?;
         let method = req.method;
         if let Some(io) = checkout(ep.key) {
             match wire::exchange(io, &head, body, chunked, method, ep.key).await {
@@ -197,6 +192,24 @@ impl Upstreams {
         Ok(wire::exchange(io, &head, body, chunked, method, ep.key).await?)
     }
 
+    /// Sends a request that asks to switch protocols (a WebSocket handshake, with no body) on a
+    /// new connection of its own, never a pooled one, and returns the upstream's answer. A 101
+    /// carries the connection in its extensions ([`crate::tunnel::UpstreamSide`]); any other
+    /// answer is relayed as usual and its connection closed after it.
+    pub async fn switch(&self, target: &Target, req: &wire::Head<'_>) -> Result<Response<Body>, SendError> {
+        let (ep, head) = head_for(target, req, false)?;
+        let io = self.connect(ep).await?;
+        Ok(match wire::switch(io, &head, req.method).await? {
+            wire::Switch::Refused(resp) => resp,
+            wire::Switch::Switched { head, io, early } => {
+                let (mut parts, ()) = head.into_parts();
+                parts.extensions.insert(crate::tunnel::UpstreamSide::new(io, early));
+                let empty = http_body_util::BodyExt::map_err(http_body_util::Empty::<Bytes>::new(), |n| match n {});
+                Response::from_parts(parts, http_body_util::BodyExt::boxed(empty))
+            }
+        })
+    }
+
     async fn connect(&self, ep: &Endpoint) -> Result<TcpStream, SendError> {
         let io = match tokio::time::timeout(self.connect_timeout, TcpStream::connect((ep.host.as_str(), ep.port))).await
         {
@@ -207,6 +220,17 @@ impl Upstreams {
         let _ = io.set_nodelay(true);
         Ok(io)
     }
+}
+
+/// Where a request goes and its head as written for that upstream.
+fn head_for<'t>(target: &'t Target, req: &wire::Head<'_>, chunked: bool) -> Result<(&'t Endpoint, Vec<u8>), SendError> {
+    let ep = target.endpoint.as_ref().ok_or(SendError::BadTarget)?;
+    if !wire::is_request_target(req.path_and_query) {
+        return Err(SendError::BadTarget);
+    }
+    let mut head = Vec::with_capacity(256 + (req.headers.len() + req.added.len()) * 48);
+    wire::encode_head(&mut head, req, &ep.prefix, &ep.authority, chunked);
+    Ok((ep, head))
 }
 
 /// Hashes the pool's keys (small sequential numbers) by one multiplication, and configured

@@ -24,6 +24,9 @@ pub struct Outbound<'a> {
     pub added: Vec<(&'static http::HeaderName, &'a str)>,
     /// `None` for a request without a body, which makes it safe to retry on connect failure.
     pub body: Option<Incoming>,
+    /// A WebSocket handshake: sent on a connection of its own, whose 101 answer becomes a
+    /// tunnel (`crate::tunnel`).
+    pub upgrade: bool,
     pub body_len_max: u64,
     /// The whole request body must arrive within this time (a body trickled a byte at a time
     /// gets 408 instead of holding a connection and an upstream request open).
@@ -100,7 +103,13 @@ pub async fn forward(
     let head =
         Head { method: &out.method, path_and_query: &out.path_and_query, headers: &out.headers, added: &out.added };
     for (i, target) in order.iter().flatten().take(attempts).enumerate() {
-        let sent = upstreams.send(target, &head, body.take(), retryable);
+        let sent = async {
+            if out.upgrade {
+                upstreams.switch(target, &head).await
+            } else {
+                upstreams.send(target, &head, body.take(), retryable).await
+            }
+        };
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => {
                 target.report(false);

@@ -54,6 +54,9 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_GATEWAY_CONSUMER: HeaderName = HeaderName::from_static("x-gateway-consumer");
 pub static X_GATEWAY_KEY_ID: HeaderName = HeaderName::from_static("x-gateway-key-id");
 pub static X_GATEWAY_ROLES: HeaderName = HeaderName::from_static("x-gateway-roles");
+/// Sent, as `upgrade` and `websocket`, with a WebSocket handshake the gateway passes on.
+pub static CONNECTION: HeaderName = HeaderName::from_static("connection");
+pub static UPGRADE: HeaderName = HeaderName::from_static("upgrade");
 
 /// Which of a message's headers go on to the other side. Applied while the other side's head is
 /// written (the request) or built (the response), so no header map is edited on the way.

@@ -157,7 +157,9 @@ pub async fn exchange(
             }
         }
     }
-    let (resp, framing, keep_alive) = read_head(&mut io, &mut buf, method).await?;
+    let Answer::Final(resp, framing, keep_alive) = read_head(&mut io, &mut buf, method, false).await? else {
+        unreachable!("a switch is an error unless it was asked for");
+    };
     let mut body = UpstreamBody { io: Some(io), buf, framing, keep_alive: keep_alive && body_sent, pool_key };
     if framing == Framing::Length(0) {
         // Nothing follows the head (HEAD, 204, 304, a zero length): hyper never polls a body
@@ -166,6 +168,35 @@ pub async fn exchange(
     }
     let (parts, ()) = resp.into_parts();
     Ok(Response::from_parts(parts, http_body_util::BodyExt::boxed(body)))
+}
+
+/// What an upstream answered to a request to switch protocols (a WebSocket handshake).
+pub enum Switch {
+    /// `101 Switching Protocols`: the head (hop-by-hop fields left out), the connection, and
+    /// whatever the upstream already sent past the head (the first bytes of the new protocol).
+    Switched { head: Response<()>, io: TcpStream, early: Bytes },
+    /// Any other final answer, relayed as usual; its connection is never pooled.
+    Refused(Response<super::Body>),
+}
+
+/// Sends a request that asks to switch protocols on a connection of its own, and reads the
+/// answer. Nothing but the head is written: bytes the client sent after its request head stay
+/// with the client's connection until the upstream has agreed (bad-inputs A10), and an upstream
+/// that refuses never sees them, on this connection or another.
+pub async fn switch(mut io: TcpStream, head: &[u8], method: &Method) -> Result<Switch, WireError> {
+    io.write_all(head).await?;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    match read_head(&mut io, &mut buf, method, true).await? {
+        Answer::Switched(head) => Ok(Switch::Switched { head, io, early: buf.freeze() }),
+        Answer::Final(resp, framing, _) => {
+            let mut body = UpstreamBody { io: Some(io), buf, framing, keep_alive: false, pool_key: 0 };
+            if framing == Framing::Length(0) {
+                body.finish();
+            }
+            let (parts, ()) = resp.into_parts();
+            Ok(Switch::Refused(Response::from_parts(parts, http_body_util::BodyExt::boxed(body))))
+        }
+    }
 }
 
 /// Streams the request body. Returns `false` if the upstream started answering first (what it
@@ -284,20 +315,29 @@ async fn read_more(io: &mut TcpStream, buf: &mut BytesMut) -> Result<(), WireErr
     }
 }
 
-/// Reads the final response head (interim 1xx answers are skipped), and says how its body is
-/// delimited and whether the connection may carry another request after it.
+/// A final answer: how its body is delimited and whether the connection may carry another
+/// request after it; or, where one was asked for, a protocol switch.
+enum Answer {
+    Final(Response<()>, Framing, bool),
+    Switched(Response<()>),
+}
+
+/// Reads the final response head (interim 1xx answers are skipped). `101` is an answer only if
+/// `upgrade` says the request asked for it; unasked, it is an error.
 async fn read_head(
     io: &mut TcpStream,
     buf: &mut BytesMut,
     method: &Method,
-) -> Result<(Response<()>, Framing, bool), WireError> {
+    upgrade: bool,
+) -> Result<Answer, WireError> {
     loop {
         if buf.is_empty() {
             read_more(io, buf).await?;
         }
-        match parse_head(buf, method)? {
+        match parse_head(buf, method, upgrade)? {
             Some(Parsed::Interim) => continue,
-            Some(Parsed::Final(resp, framing, keep_alive)) => return Ok((resp, framing, keep_alive)),
+            Some(Parsed::Final(resp, framing, keep_alive)) => return Ok(Answer::Final(resp, framing, keep_alive)),
+            Some(Parsed::Switched(resp)) => return Ok(Answer::Switched(resp)),
             None if buf.len() >= HEAD_LEN_MAX => return Err(WireError::BadResponse("head too large")),
             None => read_more(io, buf).await?,
         }
@@ -308,11 +348,13 @@ enum Parsed {
     /// A 1xx answer other than 101 (consumed from the buffer).
     Interim,
     Final(Response<()>, Framing, bool),
+    /// `101 Switching Protocols` to a request that asked for it (consumed from the buffer).
+    Switched(Response<()>),
 }
 
 /// Parses one response head at the start of `buf` and consumes it; `None` if it is not all
-/// there yet.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, WireError> {
+/// there yet. `upgrade`: the request asked to switch protocols, so `101` is an answer.
+fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Option<Parsed>, WireError> {
     // Most answers have a handful of fields: parse into a small array first, and only into the
     // full one when that is too small (filling 100 empty fields costs more than parsing a head).
     let mut few = [httparse::EMPTY_HEADER; 16];
@@ -332,11 +374,12 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Wir
     };
     let code = parsed.code.unwrap_or(0);
     let status = StatusCode::from_u16(code).map_err(|_| WireError::BadResponse("bad status"))?;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        // The gateway does not proxy upgraded connections, and never asks for one.
+    let switched = status == StatusCode::SWITCHING_PROTOCOLS;
+    if switched && !upgrade {
+        // Only a WebSocket handshake asks for a switch; anything else must not get one.
         return Err(WireError::BadResponse("unrequested protocol switch"));
     }
-    if status.is_informational() {
+    if status.is_informational() && !switched {
         buf.advance(len);
         return Ok(Some(Parsed::Interim));
     }
@@ -423,6 +466,9 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Wir
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
+    if switched {
+        return Ok(Some(Parsed::Switched(resp)));
+    }
     Ok(Some(Parsed::Final(resp, framing, !close)))
 }
 
@@ -624,9 +670,10 @@ mod tests {
 
     fn parse(raw: &[u8], method: &Method) -> Result<Option<(StatusCode, Framing, bool, usize)>, WireError> {
         let mut buf = BytesMut::from(raw);
-        Ok(parse_head(&mut buf, method)?.map(|p| match p {
+        Ok(parse_head(&mut buf, method, false)?.map(|p| match p {
             Parsed::Interim => (StatusCode::CONTINUE, Framing::Done, false, buf.len()),
             Parsed::Final(r, f, k) => (r.status(), f, k, buf.len()),
+            Parsed::Switched(_) => unreachable!("no switch was asked for"),
         }))
     }
 
@@ -675,7 +722,7 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\n\
                Server: up\r\ncontent-length: 0\r\n\r\n"[..],
         );
-        let Some(Parsed::Final(resp, _, keep)) = parse_head(&mut buf, &get).unwrap() else { panic!("final") };
+        let Some(Parsed::Final(resp, _, keep)) = parse_head(&mut buf, &get, false).unwrap() else { panic!("final") };
         let names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!((names, keep, buf.len()), (vec!["server", "content-length"], true, 0));
         assert_eq!(resp.headers()["server"], "up");
@@ -694,6 +741,24 @@ mod tests {
         let (s, _, _, rest) = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", &get).unwrap().unwrap();
         assert_eq!((s, rest), (StatusCode::CONTINUE, 17));
         assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-le", &get).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_switch_is_an_answer_only_when_asked_for() {
+        let get = Method::GET;
+        let raw = &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi"[..];
+        assert!(parse_head(&mut BytesMut::from(raw), &get, false).is_err(), "unasked");
+        let mut buf = BytesMut::from(raw);
+        let Some(Parsed::Switched(resp)) = parse_head(&mut buf, &get, true).unwrap() else { panic!("switched") };
+        // The hop-by-hop fields stay behind (the gateway writes its own); the rest go on, and
+        // what follows the head is the new protocol's, left in the buffer.
+        let names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["sec-websocket-accept"]);
+        assert_eq!(&buf[..], b"\x81\x02hi");
+        // Asked for, but answered otherwise: a final answer as usual.
+        let mut buf = BytesMut::from(&b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n"[..]);
+        assert!(matches!(parse_head(&mut buf, &get, true).unwrap(), Some(Parsed::Final(..))));
     }
 
     fn decode_all(framing: Framing, wire: &[u8]) -> Result<(Vec<u8>, BytesMut), BoxError> {

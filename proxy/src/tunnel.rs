@@ -1,0 +1,134 @@
+//! WebSocket tunnels: once an upstream has answered a client's handshake with `101 Switching
+//! Protocols`, the client's connection and the upstream's are joined and bytes flow both ways
+//! until either side closes, the tunnel has been idle for the proxy's idle timeout, or the node
+//! shuts down.
+//!
+//! The gateway decides (every phase runs on the handshake, which is audited with status 101)
+//! and opens the upstream connection; the 101 response carries both ends to the server, which
+//! hands them to [`run`] once hyper has written the 101 and given up the client's connection.
+//! The upstream connection is the tunnel's own: it never came from, and never returns to, the
+//! pool.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::clock::mono_ms;
+
+/// The upstream's side of a switched connection: the socket, and what the upstream sent past
+/// its 101 head. It rides in the 101 response's extensions (which must be `Clone`, hence the
+/// shared slot) from the forward phase to the server.
+#[derive(Clone)]
+pub struct UpstreamSide(Arc<Mutex<Option<(TcpStream, Bytes)>>>);
+
+impl UpstreamSide {
+    pub fn new(io: TcpStream, early: Bytes) -> Self {
+        Self(Arc::new(Mutex::new(Some((io, early)))))
+    }
+
+    fn take(&self) -> Option<(TcpStream, Bytes)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Both ends of a tunnel, taken from a 101 response.
+pub struct Tunnel {
+    client: OnUpgrade,
+    upstream: TcpStream,
+    /// Bytes the upstream sent right after its 101: the client gets them first.
+    early: Bytes,
+}
+
+impl Tunnel {
+    /// The tunnel a 101 response carries, if it carries one (both ends are removed from it).
+    pub fn take<B>(resp: &mut http::Response<B>) -> Option<Self> {
+        let client = resp.extensions_mut().remove::<OnUpgrade>();
+        let upstream = resp.extensions_mut().remove::<UpstreamSide>().and_then(|u| u.take());
+        let (client, (upstream, early)) = (client?, upstream?);
+        Some(Self { client, upstream, early })
+    }
+}
+
+/// Joins the two connections until one side closes (the other is then shut down for writing and
+/// drained), neither has sent anything for `idle`, or `shutdown` is signalled. `open` counts the
+/// tunnels running.
+pub async fn run(t: Tunnel, idle: Duration, mut shutdown: watch::Receiver<bool>, open: Gauge) {
+    open.inc();
+    join(t, idle, &mut shutdown).await;
+    open.dec();
+}
+
+async fn join(t: Tunnel, idle: Duration, shutdown: &mut watch::Receiver<bool>) {
+    let client = match t.client.await {
+        Ok(c) => c,
+        Err(e) => return tracing::debug!(error = %e, "client left before its upgrade"),
+    };
+    let last = Arc::new(AtomicU64::new(mono_ms()));
+    let mut client = Watched { io: TokioIo::new(client), last: last.clone() };
+    let mut upstream = Watched { io: t.upstream, last: last.clone() };
+    if !t.early.is_empty() {
+        if let Err(e) = client.write_all(&t.early).await {
+            return tracing::debug!(error = %e, "tunnel failed");
+        }
+    }
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copy);
+    let check_every = (idle / 4).max(Duration::from_millis(25));
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = &mut copy => return match r {
+                Ok((to_upstream, to_client)) => tracing::debug!(to_upstream, to_client, "tunnel closed"),
+                Err(e) => tracing::debug!(error = %e, "tunnel failed"),
+            },
+            _ = shutdown.wait_for(|s| *s) => return tracing::debug!("tunnel closed for shutdown"),
+            _ = check.tick() => {
+                if mono_ms().saturating_sub(last.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {
+                    return tracing::debug!(?idle, "tunnel closed: idle");
+                }
+            }
+        }
+    }
+}
+
+/// A connection whose reads mark the tunnel as active.
+struct Watched<T> {
+    io: T,
+    last: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.last.store(mono_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
