@@ -489,3 +489,69 @@ async fn serve_connections(
         tracing::warn!("proxy connections still open after the drain grace; closing them");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use hyper::body::{Body, Frame};
+
+    use super::*;
+    use crate::upstream::BoxError;
+
+    /// A body that yields what it was given, in order.
+    struct Script(VecDeque<Result<Frame<Bytes>, BoxError>>);
+
+    impl Body for Script {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front())
+        }
+    }
+
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An upstream body that fails after some data: the data comes out, then one `Pending` with
+    /// a wake-up (hyper writes what it holds), then the error. Handed the error in the same turn
+    /// as the data, hyper closed the connection with nothing written (`1243b01`).
+    #[test]
+    fn a_failed_body_gives_its_data_a_turn_before_the_error() {
+        let activity = Activity::new();
+        let script = Script(VecDeque::from([Ok(Frame::data(Bytes::from_static(b"abc"))), Err("cut short".into())]));
+        let mut body = TrackedBody { inner: script.boxed(), _in_flight: activity.begin(), failed: None };
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = || Pin::new(&mut body).poll_frame(&mut cx);
+        match poll() {
+            Poll::Ready(Some(Ok(f))) => assert_eq!(f.into_data().ok(), Some(Bytes::from_static(b"abc"))),
+            other => panic!("the data first, got {other:?}"),
+        }
+        assert!(poll().is_pending(), "the error is held back one turn");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "and the task is woken to take it");
+        match poll() {
+            Poll::Ready(Some(Err(e))) => assert_eq!(e.to_string(), "cut short"),
+            other => panic!("then the error, got {other:?}"),
+        }
+        // The request stays in flight until the body is dropped.
+        assert_eq!(activity.idle_for(), Duration::ZERO);
+        drop(body);
+        assert_eq!(activity.inflight.load(Ordering::SeqCst), 0);
+    }
+}
