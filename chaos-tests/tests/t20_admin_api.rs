@@ -48,6 +48,16 @@ async fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
             400,
         ),
         (Method::PUT, "/v1/routes/r", Some(json!({ "path_prefix": "/o", "upstreams": ["ftp://x"] })), 400),
+        // Only what the data plane can send to (its own parser decides): not https, no
+        // credentials, query, fragment, bad port, or a path it could not write as it is.
+        (Method::PUT, "/v1/routes/r", Some(json!({ "path_prefix": "/o", "upstreams": ["https://x"] })), 400),
+        (Method::PUT, "/v1/routes/r", Some(json!({ "path_prefix": "/o", "upstreams": ["http://u:p@x"] })), 400),
+        (Method::PUT, "/v1/routes/r", Some(json!({ "path_prefix": "/o", "upstreams": ["http://x/?a=1"] })), 400),
+        (Method::PUT, "/v1/routes/r", Some(json!({ "path_prefix": "/o", "upstreams": ["http://x/#f"] })), 400),
+        (Method::PUT, "/v1/routes/r", Some(json!({ "path_prefix": "/o", "upstreams": ["http://x:99999"] })), 400),
+        (Method::PUT, "/v1/routes/r", Some(json!({ "path_prefix": "/o", "upstreams": ["http://x:80x"] })), 400),
+        (Method::PUT, "/v1/routes/r", Some(json!({ "path_prefix": "/o", "upstreams": ["http://x/v1/café"] })), 400),
+        (Method::PUT, "/v1/routes/r", Some(json!({ "path_prefix": "/o", "upstreams": ["http://"] })), 400),
         (
             Method::PUT,
             "/v1/routes/r",

@@ -56,8 +56,22 @@ struct Endpoint {
     prefix: String,
 }
 
+/// Whether the data plane can send requests to the upstream base URL `url`
+/// (`http://host[:port][/prefix]`). The admin API refuses a route with any other, so a route it
+/// accepted never answers 502 `bad_upstream_uri` for its URL alone.
+pub fn is_usable_upstream(url: &str) -> bool {
+    Endpoint::parts(url).is_some()
+}
+
 impl Endpoint {
     fn parse(url: &str) -> Option<Self> {
+        let (host, port, authority, prefix) = Self::parts(url)?;
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        Some(Self { key, host, port, authority, prefix })
+    }
+
+    /// Host, port, authority and path prefix of a usable base URL.
+    fn parts(url: &str) -> Option<(String, u16, String, String)> {
         let uri: http::Uri = url.parse().ok()?;
         if uri.scheme() != Some(&http::uri::Scheme::HTTP) || uri.query().is_some() {
             return None;
@@ -78,8 +92,7 @@ impl Endpoint {
             None if authority.as_str().len() == authority.host().len() => 80,
             None => return None,
         };
-        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
-        Some(Self { key, host, port, authority: authority.to_string(), prefix })
+        Some((host, port, authority.to_string(), prefix))
     }
 }
 
@@ -385,7 +398,7 @@ mod tests {
         let ep = Endpoint::parse("http://up.internal").expect("parses");
         assert_eq!((ep.port, ep.prefix.as_str()), (80, ""));
         for bad in ["https://up:443", "http://u:p@up:80", "http://up:80/?q=1", "up:80", "http://up:99999"] {
-            assert!(Endpoint::parse(bad).is_none(), "{bad}");
+            assert!(Endpoint::parse(bad).is_none() && !is_usable_upstream(bad), "{bad}");
         }
     }
 }

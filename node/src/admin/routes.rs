@@ -63,17 +63,11 @@ fn check_prefix(p: &str) -> Result<(), ApiError> {
 }
 
 fn check_upstream(u: &str) -> Result<(), ApiError> {
-    // The data plane speaks plain HTTP/1.1 to upstreams: an https:// upstream would only ever
-    // get 502, so it is refused here, where the operator sees why.
-    let rest = u.strip_prefix("http://");
-    let ok = rest.is_some_and(|r| {
-        let authority = r.split('/').next().unwrap_or("");
-        !authority.is_empty()
-            && !authority.contains('@')
-            && !r.contains(['?', '#', ' '])
-            && (authority.ends_with(']') || authority.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_ok()))
-    });
-    if ok {
+    // The data plane decides what it can send to (plain HTTP/1.1, no credentials or query, a
+    // path it can write as it is): anything else would only ever get 502, so it is refused
+    // here, where the operator sees why. A fragment means nothing in a base URL; the URL
+    // parser would drop it silently, so it is refused too.
+    if raftgate_proxy::upstream::is_usable_upstream(u) && !u.contains('#') {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
