@@ -149,7 +149,6 @@ impl TestCluster {
         self.req(id, reqwest::Method::POST, path, Some(body)).await
     }
 
-    /// `/v1/health` of node `id`, if it answers.
     /// One sample (no labels) from node `id`'s `/metrics`, if it answers and has it.
     pub async fn metric(&self, id: u64, name: &str) -> Option<f64> {
         let url = format!("{}/metrics", self.nodes.get(&id)?.admin_url());
@@ -157,6 +156,7 @@ impl TestCluster {
         text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
+    /// `/v1/health` of node `id`, if it answers.
     pub async fn health(&self, id: u64) -> Option<Value> {
         let node = self.nodes.get(&id)?;
         let resp = self

@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 
 /// Sends `bytes`, then reads until the server closes or `wait` passes. Returns what was read
 /// and whether the server closed the connection.
-async fn send_and_read(port: u16, bytes: &[u8], wait: Duration) -> (String, bool) {
+pub async fn send_and_read(port: u16, bytes: &[u8], wait: Duration) -> (String, bool) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     let _ = s.write_all(bytes).await;
     let mut out = Vec::new();

@@ -934,3 +934,135 @@ async fn h2_idle_connections_are_closed() {
     assert_eq!(body, b"x\n".repeat(chaos_tests::upstream::DRIP_CHUNKS as usize), "{:?}", r.kinds());
     assert!(r.goaway().is_none(), "closed while the response was streaming: {:?}", r.kinds());
 }
+
+/// A6, A8, A11, B2: heads and bodies the HTTP/1 parser must refuse, and an `Expect:
+/// 100-continue` upload from a caller the gateway refuses. Each is answered and its connection
+/// closed: after any of them the server cannot know where the next request would start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_heads_and_bodies_are_refused() {
+    use chaos_tests::raw::send_and_read;
+    let e = env().await;
+    let k = e.f.reader_key.as_str();
+    let wait = Duration::from_secs(3);
+    let before = e.up.hits();
+    // A8: obs-fold, bare CR, NUL in a value, characters a field name cannot hold.
+    for (what, field) in [
+        ("obs-fold", "X-A: 1\r\n folded"),
+        ("bare CR", "X-A: 1\r2"),
+        ("NUL in a value", "X-A: 1\x002"),
+        ("space in a name", "X A: 1"),
+        ("slash in a name", "X/A: 1"),
+        ("space before the colon", "X-A : 1"),
+    ] {
+        let req = format!("GET /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n{field}\r\n\r\n");
+        let (s, closed) = closes_within(e.port, req.as_bytes(), wait).await;
+        assert_eq!((s, closed), (Some(400), true), "{what}");
+    }
+    // B2: one field larger than the head limit (64 KiB) → 431.
+    let big = "v".repeat(70 * 1024);
+    let req = format!("GET /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\nX-Big: {big}\r\n\r\n");
+    let (s, closed) = closes_within(e.port, req.as_bytes(), wait).await;
+    assert_eq!((s, closed), (Some(431), true), "one 70 KiB field");
+    assert_eq!(e.up.hits(), before, "a malformed head reached the upstream");
+
+    // A11: `Expect: 100-continue` from a caller refused by the gateway: 401 without a 100
+    // (the body is never asked for), and the connection is closed rather than left waiting for
+    // a body that may or may not come.
+    let req = "POST /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer rgk_nope\r\nExpect: 100-continue\r\n\
+               Content-Length: 5\r\n\r\n";
+    let (text, closed) = send_and_read(e.port, req.as_bytes(), wait).await;
+    assert_eq!(status(&text), Some(401), "{text}");
+    assert!(!text.contains("100 Continue"), "the body was asked for: {text}");
+    assert!(closed, "the connection stayed open after refusing an expected body");
+    // Allowed, it is asked for and forwarded.
+    let req = format!(
+        "POST /admin/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nExpect: 100-continue\r\n\
+         Content-Length: 5\r\nConnection: close\r\n\r\nhello",
+        e.f.admin_key
+    );
+    let text = exchange(e.port, req.as_bytes(), wait).await;
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+    assert_eq!(e.up.last()["body_len"], 5);
+
+    // A6: chunked bodies that cannot be decoded: a size past 64 bits, a 1 MiB chunk extension,
+    // chunk data that overruns its size. The head may already be upstream (bodies stream);
+    // the body never completes there, the client gets 400 and its connection is closed.
+    let admin = e.f.admin_key.clone();
+    for (what, body) in [
+        ("chunk size past 64 bits", "FFFFFFFFFFFFFFFFF\r\nx\r\n0\r\n\r\n".to_string()),
+        ("1 MiB chunk extension", format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(1 << 20))),
+        ("chunk data without its CRLF", "1\r\nxy0\r\n\r\n".to_string()),
+    ] {
+        let req = format!(
+            "POST /admin/chunks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let (s, closed) = closes_within(e.port, req.as_bytes(), wait).await;
+        assert_eq!((s, closed), (Some(400), true), "{what}");
+    }
+}
+
+/// D1, D2, D7: dot segments are resolved before the decision, and the path decided on is the
+/// path forwarded. A fragment never reaches a decision or an upstream: the request-target
+/// parser (the `http` crate's) drops it, so `/public#/../admin` is `/public` throughout. The
+/// reference asks for 400 there; the gateway cannot see the fragment to refuse it, and what
+/// CVE-2021-32779 exploited, a check on one path and a forward of another, cannot happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_path_decided_on_is_the_path_forwarded() {
+    let e = env().await;
+    let (reader, admin) = (e.f.reader_key.clone(), e.f.admin_key.clone());
+    let get = |path: &str, key: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n");
+    // D1: `/public/../admin/keys` is `/admin/keys`: refused for the reader, never forwarded.
+    let before = e.up.hits();
+    assert_eq!(e.raw(&get("/public/../admin/keys", &reader)).await, Some(403));
+    assert_eq!(e.up.hits(), before);
+    // D2: the admin may, and the upstream gets the canonical path.
+    assert_eq!(e.raw(&get("/admin/../admin/keys", &admin)).await, Some(200));
+    assert_eq!(e.up.last()["path_and_query"], "/admin/keys");
+    // D7: fragments.
+    assert_eq!(e.raw(&get("/admin#x", &reader)).await, Some(403));
+    assert_eq!(e.raw(&get("/public#/../admin", &reader)).await, Some(200));
+    assert_eq!(e.up.last()["path_and_query"], "/public");
+    assert_eq!(e.raw(&get("/orders/1?q=1#/../../admin", &reader)).await, Some(200));
+    assert_eq!(e.up.last()["path_and_query"], "/orders/1?q=1");
+}
+
+/// F4, F5: behind a trusted load balancer the client is found in X-Forwarded-For read right to
+/// left past every trusted hop; an unparseable entry stops the walk at the last trusted hop,
+/// never further left. What the upstream and the audit trail see is that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_read_right_to_left_from_trusted_peers() {
+    let e = env_with(&["--trusted-proxies", "127.0.0.1,10.0.0.2"]).await;
+    let k = e.f.reader_key.as_str();
+    let via = |xff: &str| {
+        format!("GET /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\nX-Forwarded-For: {xff}\r\n\r\n")
+    };
+    for (xff, client) in [
+        // F4: `lb2` (10.0.0.2) is trusted, so the client is the one before it, not the spoof.
+        ("9.9.9.9, 1.2.3.4, 10.0.0.2", "1.2.3.4"),
+        // F5: the rightmost entry does not parse: the peer itself, not anything to its left.
+        ("9.9.9.9, [::1]:80x", "127.0.0.1"),
+        ("9.9.9.9, 1.2.3.4, 10.0.0.2, nonsense", "127.0.0.1"),
+    ] {
+        assert_eq!(e.raw(&via(xff)).await, Some(200), "{xff}");
+        assert_eq!(e.up.last()["headers"]["x-forwarded-for"], json!([client]), "{xff}");
+    }
+    // The audit trail names the same client.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, audit) = e.c.get(1, "/v1/audit?limit=100").await.unwrap();
+        let ips: Vec<String> = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["kind"] == "access")
+            .filter_map(|v| v["client_ip"].as_str().map(str::to_string))
+            .collect();
+        if ips.iter().filter(|ip| *ip == "1.2.3.4").count() == 1
+            && ips.iter().filter(|ip| *ip == "127.0.0.1").count() == 2
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "audit client IPs {ips:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
