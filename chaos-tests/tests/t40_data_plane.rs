@@ -964,6 +964,24 @@ async fn malformed_heads_and_bodies_are_refused() {
     let (s, closed) = closes_within(e.port, req.as_bytes(), wait).await;
     assert_eq!((s, closed), (Some(431), true), "one 70 KiB field");
     assert_eq!(e.up.hits(), before, "a malformed head reached the upstream");
+    // Refused by the parser before any phase ran, and audited all the same.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, audit) = e.c.get(1, "/v1/audit?decision=deny&limit=1000").await.unwrap();
+        let reasons: Vec<(String, u64)> = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["reason"] == "malformed_head" || v["reason"] == "head_too_large")
+            .map(|v| (v["reason"].as_str().unwrap().to_string(), v["status"].as_u64().unwrap()))
+            .collect();
+        let count = |r: &str, s: u64| reasons.iter().filter(|(rr, ss)| rr == r && *ss == s).count();
+        if count("malformed_head", 400) == 6 && count("head_too_large", 431) == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "audited refusals {reasons:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A11: `Expect: 100-continue` from a caller refused by the gateway: 401 without a 100
     // (the body is never asked for), and the connection is closed rather than left waiting for

@@ -346,6 +346,35 @@ impl Gateway {
         Ok(resp)
     }
 
+    /// Records a request head that hyper's parser refused before any phase saw it: it answered
+    /// 400 (malformed), 431 (too large) or 414 (URI too long) itself and closed the connection.
+    /// Such a request still gets its audit event and its count, with what is known of it: the
+    /// peer's address (an unparsed head has no X-Forwarded-For to believe), no route, method or
+    /// path.
+    pub fn refused_head(&self, peer: SocketAddr, status: StatusCode, reason: &'static str) {
+        let version = self.policy.load().version;
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels { route: RouteLabel(None), decision: "deny", status: status.as_u16() })
+            .inc();
+        self.audit.record(AuditEvent {
+            ts_ms: now_ms(),
+            node_id: self.cfg.node_id,
+            kind: Cow::Borrowed("access"),
+            decision: Cow::Borrowed("deny"),
+            reason: Cow::Borrowed(reason),
+            key_id: None,
+            consumer: None,
+            route: None,
+            method: Cow::Borrowed(""),
+            path: String::new(),
+            status: status.as_u16(),
+            latency_us: 0,
+            client_ip: headers::ip_text(peer.ip()),
+            policy_version: version,
+        });
+    }
+
     /// Counts a failed authentication against the client IP; past its allowance the answer
     /// becomes a cheap 429.
     fn auth_failed(&self, policy: &Policy, ip: IpAddr, key_id: Option<&str>, deny: Deny) -> Deny {

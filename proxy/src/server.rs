@@ -338,6 +338,7 @@ async fn drive<C>(
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
     peer: SocketAddr,
+    gateway: Arc<Gateway>,
 ) where
     C: GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -354,6 +355,9 @@ async fn drive<C>(
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    if let Some((status, reason)) = refused_head(&*e) {
+                        gateway.refused_head(peer, status, reason);
+                    }
                 }
                 return;
             }
@@ -379,6 +383,22 @@ async fn drive<C>(
             }
         }
     }
+}
+
+/// The answer hyper gave, and the audit reason, when a connection ended because its request
+/// head did not parse (hyper answers those itself: `role.rs`, `on_error`).
+fn refused_head(e: &(dyn std::error::Error + 'static)) -> Option<(http::StatusCode, &'static str)> {
+    let e = e.downcast_ref::<hyper::Error>()?;
+    if e.is_parse_too_large() {
+        // The same kind covers a URI over hyper's own limit; only the message tells them apart.
+        return Some(if e.to_string().contains("URI too long") {
+            (http::StatusCode::URI_TOO_LONG, "uri_too_long")
+        } else {
+            (http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "head_too_large")
+        });
+    }
+    (e.is_parse() && !e.is_parse_status() && !e.is_parse_version_h2())
+        .then_some((http::StatusCode::BAD_REQUEST, "malformed_head"))
 }
 
 /// One thread's connections: serves what the acceptor deals it until `shutdown`, then drains
@@ -436,6 +456,7 @@ async fn serve_connections(
             shutdown: shutdown.clone(),
         });
         let conn_hold = hold.clone();
+        let gw_conn = gateway.clone();
         let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let (gw, in_flight, hold) = (gw.clone(), act.begin(), hold.clone());
             if over_tls {
@@ -460,7 +481,7 @@ async fn serve_connections(
             None => {
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                 tokio::spawn(async move {
-                    drive(conn, activity, idle, shutdown, peer).await;
+                    drive(conn, activity, idle, shutdown, peer, gw_conn).await;
                     drop(conn_hold);
                 });
             }
@@ -473,7 +494,7 @@ async fn serve_connections(
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                            drive(conn, activity, idle, shutdown, peer).await;
+                            drive(conn, activity, idle, shutdown, peer, gw_conn).await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
