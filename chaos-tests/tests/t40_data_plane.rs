@@ -133,6 +133,7 @@ async fn credential_failures_share_one_401() {
         (Some(k.to_lowercase()), "case changed (G6)"),
         (Some(wrong_checksum), "bad checksum (G1)"),
         (Some(unknown), "revoked (G3)"),
+        (Some(never_issued()), "well-formed, never issued (G2)"),
         (Some("x".repeat(40 * 1024)), "40 KiB bearer (B4)"),
     ];
     for (key, what) in cases {
@@ -143,10 +144,42 @@ async fn credential_failures_share_one_401() {
     }
     bodies.dedup();
     assert_eq!(bodies.len(), 1, "every credential failure has the same body: {bodies:?}");
+    // G2: the unknown key is told apart only in the audit trail.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !e.c.get(1, "/v1/audit?decision=deny&limit=1000").await.unwrap().1["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["reason"] == "unknown" && v["status"] == 401)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no `unknown` refusal audited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A key in the query string is not a credential (G7).
     assert_eq!(e.get(&format!("/orders/1?api_key={k}"), None).await.0, 401);
     // An underscore header is not X-API-Key (E4).
     assert_eq!(e.raw(&format!("GET /orders/1 HTTP/1.1\r\nHost: x\r\nX_Api_Key: {k}\r\n\r\n")).await, Some(401));
+}
+
+/// A key in the documented format (`rgk_`, 12 + 32 base62 characters, then the CRC-32 of all
+/// that in 6 base62 digits) that no cluster ever issued.
+fn never_issued() -> String {
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let payload = format!("rgk_{}{}", "Z".repeat(12), "q".repeat(32));
+    let mut crc = !0u32;
+    for b in payload.bytes() {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    let mut crc = !crc;
+    let mut digits = [b'0'; 6];
+    for d in digits.iter_mut().rev() {
+        *d = BASE62[(crc % 62) as usize];
+        crc /= 62;
+    }
+    payload + std::str::from_utf8(&digits).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
