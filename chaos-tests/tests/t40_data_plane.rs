@@ -134,6 +134,7 @@ async fn credential_failures_share_one_401() {
         (Some(wrong_checksum), "bad checksum (G1)"),
         (Some(unknown), "revoked (G3)"),
         (Some(never_issued()), "well-formed, never issued (G2)"),
+        (Some(chaos_tests::ADMIN_TOKEN.to_string()), "the admin token (G9)"),
         (Some("x".repeat(40 * 1024)), "40 KiB bearer (B4)"),
     ];
     for (key, what) in cases {
@@ -155,6 +156,12 @@ async fn credential_failures_share_one_401() {
         assert!(tokio::time::Instant::now() < deadline, "no `unknown` refusal audited");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // G9, the other way: a data-plane key is not an admin credential.
+    let (s, _) = {
+        let r = e.http.get(e.c.nodes[&1].admin_url() + "/v1/consumers").bearer_auth(&k).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert!(s == 401 || s == 403, "a data key on the admin API: {s}");
     // A key in the query string is not a credential (G7).
     assert_eq!(e.get(&format!("/orders/1?api_key={k}"), None).await.0, 401);
     // An underscore header is not X-API-Key (E4).
