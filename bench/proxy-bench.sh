@@ -3,7 +3,8 @@
 # returning a static 200), wrk at fixed connections, interleaved rounds of
 #   (a) direct to the upstream, (b) nginx as a keep-alive reverse proxy with no checks,
 #   (c) raftgate with key auth + RBAC + rate limit + audit,
-# plus the invalid-key flood and the 429 path, in ABC CBA order. Prints req/s, per-round ratios
+# plus raftgate's passthrough (the protocol's S3: an open route, no key, no limit, audit still
+# on), the invalid-key flood and the 429 path, in ABC CBA order. Prints req/s, per-round ratios
 # (median and range), CPU per request, a noise gate per case (foreign CPU, steal, load), and
 # latency at a fixed rate (oha, open loop) for all three targets: at 50 % of the slowest proxy's
 # max, and at a low rate on one connection, with the latency each proxy adds over direct.
@@ -38,6 +39,8 @@ KEY=$(bench_policy $ADM "$T" $UP)
 # The 429 path: a route whose per-key limit is spent after one request.
 bench_api $ADM "$T" PUT /v1/rate-limits/tiny '{"limit":1,"window_s":3600,"per":"key"}' >/dev/null
 bench_api $ADM "$T" PUT /v1/routes/limited "{\"path_prefix\":\"/limited\",\"upstreams\":[\"http://127.0.0.1:$UP\"],\"rate_limits\":[\"tiny\"]}" >/dev/null
+# The passthrough: no credential, no limit; what the framework costs before any policy.
+bench_api $ADM "$T" PUT /v1/routes/open "{\"path_prefix\":\"/open\",\"upstreams\":[\"http://127.0.0.1:$UP\"],\"auth\":[\"none\"]}" >/dev/null
 BAD="rgk_000000000000000000000000000000000000000000000000aa"
 
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/"$p"/stat))); done; echo $t; }
@@ -70,8 +73,8 @@ echo "rounds=$ROUNDS seconds=$SECS connections=$CONNS (wrk -t2), nginx $(nginx -
 echo "kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, governor $(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo n/a), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $("$OHA" --version)"
 for r in $(seq 1 "$ROUNDS"); do
     # ABC CBA order in alternate rounds (benchmarks.md §5), so drift within a round cancels.
-    cases="direct nginx raftgate flood limited"
-    [ $((r % 2)) -eq 0 ] && cases="limited flood raftgate nginx direct"
+    cases="direct nginx raftgate passthrough flood limited"
+    [ $((r % 2)) -eq 0 ] && cases="limited flood passthrough raftgate nginx direct"
     for case in $cases; do
         t0=$(cpu_ticks "$RGPID"); n0=$(cpu_ticks $NGX_WORKERS); u0=$(cpu_ticks $UP_WORKERS)
         s0=$(split_ticks "$RGPID"); m0=$(split_ticks $NGX_WORKERS); c0=$(stat_cpu)
@@ -79,6 +82,7 @@ for r in $(seq 1 "$ROUNDS"); do
             direct) line=$(run direct "http://127.0.0.1:$UP/") ;;
             nginx) line=$(run nginx "http://127.0.0.1:$NGX/") ;;
             raftgate) line=$(run raftgate "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $KEY") ;;
+            passthrough) line=$(run passthrough "http://127.0.0.1:$RG/open/x") ;;
             flood) line=$(run flood "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $BAD") ;;
             limited) line=$(run limited "http://127.0.0.1:$RG/limited/x" "Authorization: Bearer $KEY") ;;
         esac
@@ -108,6 +112,9 @@ for r in $(seq 1 "$ROUNDS"); do
         if [ "$case" = nginx ]; then
             SUM[ngx_cpu]="${SUM[ngx_cpu]:-} $(awk -v t=$((n1 - n0)) -v r="$rps" -v s="$SECS" 'BEGIN{ printf "%.1f", t*10000/(r*s) }')"
         fi
+        if [ "$case" = passthrough ]; then
+            SUM[pt_cpu]="${SUM[pt_cpu]:-} $(awk -v t=$((t1 - t0)) -v r="$rps" -v s="$SECS" 'BEGIN{ printf "%.1f", t*10000/(r*s) }')"
+        fi
         if [ "$case" = raftgate ]; then
             SUM[rg_cpu]="${SUM[rg_cpu]:-} $(awk -v t=$((t1 - t0)) -v r="$rps" -v s="$SECS" 'BEGIN{ printf "%.1f", t*10000/(r*s) }')"
         fi
@@ -116,12 +123,16 @@ for r in $(seq 1 "$ROUNDS"); do
     SUM[gd]="${SUM[gd]:-} $(awk -v g="$R_raftgate" -v d="$R_direct" 'BEGIN { printf "%.3f", g / d }')"
     SUM[gn]="${SUM[gn]:-} $(awk -v g="$R_raftgate" -v n="$R_nginx" 'BEGIN { printf "%.3f", g / n }')"
     SUM[fg]="${SUM[fg]:-} $(awk -v f="$R_flood" -v g="$R_raftgate" 'BEGIN { printf "%.3f", f / g }')"
+    SUM[pn]="${SUM[pn]:-} $(awk -v p="$R_passthrough" -v n="$R_nginx" 'BEGIN { printf "%.3f", p / n }')"
+    SUM[gp]="${SUM[gp]:-} $(awk -v g="$R_raftgate" -v p="$R_passthrough" 'BEGIN { printf "%.3f", g / p }')"
 done
 D=$(median ${SUM[direct]}); N=$(median ${SUM[nginx]}); G=$(median ${SUM[raftgate]}); F=$(median ${SUM[flood]}); L=$(median ${SUM[limited]})
+P=$(median ${SUM[passthrough]})
 echo
-echo "median req/s: direct $D | nginx proxy $N | raftgate full pipeline $G | invalid-key flood $F | 429 path $L"
+echo "median req/s: direct $D | nginx proxy $N | raftgate full pipeline $G | raftgate passthrough $P | invalid-key flood $F | 429 path $L"
 echo "per-round ratios, median [min–max]: raftgate / direct $(median ${SUM[gd]}) [$(range ${SUM[gd]})] | raftgate / nginx $(median ${SUM[gn]}) [$(range ${SUM[gn]})] | flood / raftgate $(median ${SUM[fg]}) [$(range ${SUM[fg]})]"
-echo "CPU per proxied request (µs, user+sys, medians): raftgate $(median ${SUM[rg_cpu]}) | nginx proxy $(median ${SUM[ngx_cpu]})"
+echo "per-round ratios, median [min–max]: passthrough / nginx $(median ${SUM[pn]}) [$(range ${SUM[pn]})] | full pipeline / passthrough (the policy's cost) $(median ${SUM[gp]}) [$(range ${SUM[gp]})]"
+echo "CPU per proxied request (µs, user+sys, medians): raftgate $(median ${SUM[rg_cpu]}) | raftgate passthrough $(median ${SUM[pt_cpu]}) | nginx proxy $(median ${SUM[ngx_cpu]})"
 # 100 ticks a second: ticks * 10,000 / requests = µs per request.
 echo "${SPLIT[rg]} ${SPLIT[ngx]}" | awk '{
     printf "CPU split (µs per request, all rounds): raftgate proxy threads user %.1f sys %.1f, other threads (audit writer, RocksDB, Raft) user %.1f sys %.1f | nginx proxy workers user %.1f sys %.1f\n",
