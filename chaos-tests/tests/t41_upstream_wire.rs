@@ -316,3 +316,30 @@ async fn websocket_handshakes_become_tunnels() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A tunnel keeps its connection's slots after hyper has let go of the connection: with two
+/// connections allowed per client IP, two open tunnels leave no room for a third connection,
+/// and a tunnel that ends gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_holds_its_connection_slot() {
+    use chaos_tests::raw::closed_at_once;
+    let c = TestCluster::start(1, &["--proxy-connections-per-ip-max", "2"]).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = ScriptedUpstream::start().await;
+    let f = chaos_tests::fixture::install(&c, &up.url()).await;
+    let port = c.nodes[&1].proxy_port;
+    let here: std::net::IpAddr = [127, 0, 0, 1].into();
+    let (first, head, _) = ws_open(port, "/orders/ws-echo", &f.reader_key, b"").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let (_second, head, _) = ws_open(port, "/orders/ws-echo", &f.reader_key, b"").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(closed_at_once(port, here, Duration::from_secs(2)).await, "a third connection got in beside two tunnels");
+    // The client closes one tunnel; the upstream sees the end, and the slot comes back.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while c.metric(1, "raftgate_proxy_tunnels_open").await != Some(1.0) {
+        assert!(tokio::time::Instant::now() < deadline, "the closed tunnel is still counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!closed_at_once(port, here, Duration::from_secs(2)).await, "the ended tunnel kept its slot");
+}
