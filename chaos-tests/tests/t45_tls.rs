@@ -1,7 +1,8 @@
 //! TLS on the proxy listener, against a real node: HTTPS over HTTP/1.1 and HTTP/2 (ALPN), the
 //! certificate reloaded without a restart, a broken renewal ignored, a client that never sends
 //! its ClientHello cut off at the handshake deadline (bad-inputs B9), a ClientHello followed by
-//! a close handled without a spin (B10), and a bad certificate at startup refused by name.
+//! a close handled without a spin (B10), a bad certificate at startup refused by name, and a
+//! WebSocket tunnel inside a TLS session.
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
@@ -191,4 +192,69 @@ async fn a_bad_certificate_at_startup_names_the_key() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("proxy_tls_key_file"), "{err}");
+}
+
+/// A WebSocket handshake over TLS (HTTP/1.1 by ALPN) becomes a tunnel like one in the clear:
+/// the 101 comes back over TLS, and bytes cross both ways inside the TLS session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_tls_becomes_a_tunnel() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("proxy.crt"), dir.path().join("proxy.key"));
+    let (cert, key, _) = pki.leaf();
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    let (cp, kp) = (cert_path.display().to_string(), key_path.display().to_string());
+    let c = TestCluster::start(1, &["--proxy-tls-cert-file", &cp, "--proxy-tls-key-file", &kp]).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = chaos_tests::scripted::ScriptedUpstream::start().await;
+    let f = install(&c, &up.url()).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(pki.ca.der().to_vec())).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", c.nodes[&1].proxy_port)).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let handshake = format!(
+        "GET /orders/ws-echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        f.reader_key
+    );
+    tls.write_all(handshake.as_bytes()).await.unwrap();
+    // The head, then the upstream's greeting, then an echo of what the client sends.
+    let greeting = "hello from upstream\n";
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            if got.len() >= i + 4 + greeting.len() {
+                break i + 4;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert_eq!(&got[head_end..], greeting.as_bytes());
+    tls.write_all(b"over tls").await.unwrap();
+    let mut echo = Vec::new();
+    while echo.len() < 8 {
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "tunnel closed early");
+        echo.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(echo, b"over tls");
+    // The upstream heard that the client came over https.
+    let sent = up.heads().into_iter().find(|h| h.contains("/orders/ws-echo")).unwrap();
+    assert!(sent.contains("x-forwarded-proto: https"), "{sent}");
 }
