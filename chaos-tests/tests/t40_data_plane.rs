@@ -261,15 +261,20 @@ async fn headers_the_client_cannot_forge() {
     let req = format!(
         "GET /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\nConnection: keep-alive, X-Custom\r\nX-Custom: 1\r\n\
          X-Gateway-Consumer: admin\r\nX-Gateway-Principal: admin\r\nX-Authenticated-User: root\r\nX-Forwarded-Proto: https\r\n\
-         X-Original-URL: /admin\r\nX-Real-IP: 1.2.3.4\r\nTE: trailers, deflate\r\nProxy-Authorization: Basic eA==\r\n\r\n"
+         X-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\nX-Forwarded-Uri: /admin\r\nX-Envoy-Original-Path: /admin\r\n\
+         X-Real-IP: 1.2.3.4\r\nTE: trailers, deflate\r\nProxy-Authorization: Basic eA==\r\n\r\n"
     );
     assert_eq!(e.raw(&req).await, Some(200));
     let h = &e.up.last()["headers"];
     assert_eq!(h["x-gateway-consumer"], json!(["acme"]), "gateway identity set after stripping (E2)");
+    // D13 (path-rewrite headers), E5 (TE, Proxy-Authorization), and the rest the client sent.
     for gone in [
         "x-gateway-principal",
         "x-authenticated-user",
         "x-original-url",
+        "x-rewrite-url",
+        "x-forwarded-uri",
+        "x-envoy-original-path",
         "x-real-ip",
         "te",
         "proxy-authorization",
@@ -280,6 +285,22 @@ async fn headers_the_client_cannot_forge() {
     }
     assert_eq!(h["x-forwarded-proto"], json!(["http"]));
     assert_eq!(h["x-forwarded-for"], json!(["127.0.0.1"]));
+    // D13: the decision is on the request's own path, whatever a rewrite header says.
+    let req = format!(
+        "GET /admin/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\nX-Original-URL: /orders/1\r\n\
+         X-Rewrite-URL: /orders/1\r\nX-Forwarded-Uri: /public\r\nX-Envoy-Original-Path: /public\r\n\r\n"
+    );
+    assert_eq!(e.raw(&req).await, Some(403));
+    // E1: a client that names the gateway's own identity header in Connection (hop-by-hop by
+    // declaration) does not stop the gateway from setting it after the stripping.
+    let req = format!(
+        "GET /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\nConnection: close, X-Gateway-Consumer, \
+         X-Gateway-Key-Id\r\nX-Gateway-Consumer: admin\r\n\r\n"
+    );
+    assert_eq!(e.raw(&req).await, Some(200));
+    let h = &e.up.last()["headers"];
+    assert_eq!(h["x-gateway-consumer"], json!(["acme"]), "E1: {h}");
+    assert_eq!(h["x-gateway-key-id"], json!([e.f.reader_id.as_str()]), "E1: {h}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
