@@ -527,6 +527,10 @@ async fn every_decision_is_audited_without_secrets() {
     assert_eq!(e.get("/orders/1", Some(&k)).await.0, 200);
     assert_eq!(e.get("/admin/x", Some(&k)).await.0, 403);
     assert_eq!(e.get("/orders/1", Some("rgk_nope")).await.0, 401);
+    // J2: what a client writes cannot forge an entry. A path carrying a quote and a would-be
+    // JSON object (the request line cannot carry a newline) is one denied event, its path as sent.
+    let forged = r#"/orders/x"},{"decision":"allow"#;
+    assert_eq!(e.raw(&format!("GET {forged} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await, Some(401));
     // The writer drains asynchronously; give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (s, audit) = e.c.get(1, "/v1/audit?limit=1000").await.unwrap();
@@ -542,6 +546,10 @@ async fn every_decision_is_audited_without_secrets() {
     assert_eq!(find("forbidden").expect("403 audited")["status"], 403);
     assert_eq!(find("malformed").expect("401 audited")["decision"], "deny");
     assert!(events.iter().any(|v| v["kind"] == "admin" && v["path"] == "/v1/keys"), "admin actions audited");
+    let j2: Vec<&&Value> =
+        access.iter().filter(|v| v["path"].as_str().is_some_and(|p| p.contains("decision"))).collect();
+    assert_eq!(j2.len(), 1, "J2: {j2:?}");
+    assert_eq!((j2[0]["path"].as_str(), j2[0]["decision"].as_str()), (Some(forged), Some("deny")), "J2");
     // Filters.
     let (_, denied) = e.c.get(1, "/v1/audit?decision=deny&consumer=acme").await.unwrap();
     assert!(denied["events"].as_array().unwrap().iter().all(|v| v["decision"] == "deny" && v["consumer"] == "acme"));
