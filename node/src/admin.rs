@@ -158,3 +158,45 @@ async fn write_as(state: &AdminState, caller: Caller, id: RequestId, op: Op) -> 
     }
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// `docs/openapi.json` names exactly the paths and methods the router above serves, so the
+    /// document cannot fall behind an endpoint added or removed here.
+    #[test]
+    fn the_openapi_document_matches_the_router() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/openapi.json")).expect("docs/openapi.json is JSON");
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .expect("operations")
+                    .keys()
+                    .map(|m| (path.clone(), m.to_uppercase()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut served = BTreeSet::new();
+        for line in include_str!("admin.rs").lines().map(str::trim) {
+            let Some(rest) = line.strip_prefix(".route(\"") else { continue };
+            let Some((path, handlers)) = rest.split_once('"') else { continue };
+            for (call, method) in [("get(", "GET"), ("post(", "POST"), ("put(", "PUT"), ("delete(", "DELETE")] {
+                if handlers.contains(call) {
+                    served.insert((path.to_string(), method.to_string()));
+                }
+            }
+        }
+        assert!(served.len() > 30, "the router's routes were not found: {served:?}");
+        let missing: Vec<_> = served.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "not documented: {missing:?}; documented, not served: {stale:?}"
+        );
+    }
+}
