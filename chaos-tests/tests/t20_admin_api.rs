@@ -145,6 +145,19 @@ async fn idempotency_key_applies_a_retried_write_once() -> anyhow::Result<()> {
     assert_eq!(send().await?.status(), 201);
     // The retry gets the first answer, not a 409.
     assert_eq!(send().await?.status(), 201);
+    // The same key on another kind of write is another request: a key is issued, where the
+    // first write's stored outcome used to come back and fail the handler with a 500.
+    let key = http
+        .post(format!("{}/v1/keys", c.nodes[&1].admin_url()))
+        .bearer_auth(chaos_tests::ADMIN_TOKEN)
+        .header("Idempotency-Key", "create-acme-1")
+        .json(&json!({ "consumer": "acme" }))
+        .send()
+        .await?;
+    let status = key.status();
+    let reply: Value = key.json().await?;
+    assert_eq!(status, 201, "{reply}");
+    assert!(reply["key"].as_str().is_some_and(|k| k.starts_with("rgk_")), "{reply}");
     Ok(())
 }
 

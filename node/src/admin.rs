@@ -100,8 +100,11 @@ pub fn router(state: AdminState) -> Router {
 const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
 
 /// The request id for a write: derived from the caller's `Idempotency-Key` when given (so a
-/// client retry is applied once), random otherwise.
-fn request_id(caller: &auth::AdminCaller, headers: &HeaderMap) -> Result<RequestId, ApiError> {
+/// client retry is applied once), random otherwise. The key is bound to the caller and to the
+/// kind of write (`kind`): the same key sent with another kind of write is another request.
+/// (Bound to the caller alone, a key reused across endpoints got the first write's stored
+/// outcome, which the second endpoint could not read: a 500, found by schemathesis.)
+fn request_id(caller: &auth::AdminCaller, headers: &HeaderMap, kind: &str) -> Result<RequestId, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(Cluster::new_request_id()),
         Some(v) if v.len() > IDEMPOTENCY_KEY_LEN_MAX || v.is_empty() => {
@@ -110,6 +113,8 @@ fn request_id(caller: &auth::AdminCaller, headers: &HeaderMap) -> Result<Request
         Some(v) => {
             let mut h = Sha256::new();
             h.update(caller.digest);
+            h.update(kind.as_bytes());
+            h.update([0]);
             h.update(v.as_bytes());
             let d = h.finalize();
             let mut id = RequestId::default();
@@ -132,7 +137,7 @@ async fn write(
     headers: &HeaderMap,
     op: Op,
 ) -> Result<Outcome, ApiError> {
-    let id = request_id(caller, headers)?;
+    let id = request_id(caller, headers, op.kind())?;
     write_as(state, Caller::Admin(caller.digest), id, op).await
 }
 

@@ -50,6 +50,35 @@ pub enum Op {
 }
 
 impl Op {
+    /// The operation's name: what an idempotency key is bound to besides the caller, so a key
+    /// reused for another kind of write can never be answered with that write's outcome.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::PutConsumer(_) => "put_consumer",
+            Op::DeleteConsumer(_) => "delete_consumer",
+            Op::PutRole(_) => "put_role",
+            Op::DeleteRole(_) => "delete_role",
+            Op::PutRoute(_) => "put_route",
+            Op::DeleteRoute(_) => "delete_route",
+            Op::PutRateLimit(_) => "put_rate_limit",
+            Op::DeleteRateLimit(_) => "delete_rate_limit",
+            Op::CreateKey(_) => "create_key",
+            Op::CreateKeys(_) => "create_keys",
+            Op::RevokeKey(_) => "revoke_key",
+            Op::RotateKey(_) => "rotate_key",
+            Op::BootstrapAdminToken(_) => "bootstrap_admin_token",
+            Op::RegisterNode(_) => "register_node",
+            Op::RetireNode(_) => "retire_node",
+            Op::AcquireQuota(_) => "acquire_quota",
+            Op::PutAlert(_) => "put_alert",
+            Op::DeleteAlert(_) => "delete_alert",
+            Op::AlertDone(_) => "alert_done",
+            Op::PutAuthGuard(_) => "put_auth_guard",
+            Op::ReportAuthFailures(_) => "report_auth_failures",
+            Op::RemindKeyExpiry(_) => "remind_key_expiry",
+        }
+    }
+
     /// Operations a node may propose for itself, without an admin token.
     pub fn is_node_internal(&self) -> bool {
         matches!(
