@@ -91,6 +91,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/audit", get(crate::audit::query))
         .route("/v1/audit/verify", get(crate::audit::verify))
         .fallback(|| async { ApiError::not_found("no such admin endpoint") })
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::record_admin))
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LEN_MAX))
         .with_state(state)
