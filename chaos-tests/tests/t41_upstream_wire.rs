@@ -169,6 +169,17 @@ async fn uploads_stream_and_early_answers_are_relayed() {
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply:?}");
 }
 
+/// One node started with `args` in front of the scripted upstream, with the fixture's policy
+/// (keys, roles, the `/` route): the node, the upstream, the fixture and the proxy port.
+async fn keyed_env(args: &[&str]) -> (TestCluster, ScriptedUpstream, chaos_tests::fixture::Fixture, u16) {
+    let c = TestCluster::start(1, args).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = ScriptedUpstream::start().await;
+    let f = chaos_tests::fixture::install(&c, &up.url()).await;
+    let port = c.nodes[&1].proxy_port;
+    (c, up, f, port)
+}
+
 /// A WebSocket client on a raw connection: sends the handshake for `path` with `key` and
 /// `extra` bytes in the same write, and reads the answer's head (and what came with it).
 async fn ws_open(port: u16, path: &str, key: &str, extra: &[u8]) -> (tokio::net::TcpStream, String, Vec<u8>) {
@@ -214,11 +225,7 @@ async fn ws_read(s: &mut tokio::net::TcpStream, mut have: Vec<u8>, want: usize) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_handshakes_become_tunnels() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let c = TestCluster::start(1, &["--proxy-idle-timeout-ms", "1500"]).await.unwrap();
-    c.wait_leader(Duration::from_secs(10)).await.unwrap();
-    let up = ScriptedUpstream::start().await;
-    let f = chaos_tests::fixture::install(&c, &up.url()).await;
-    let port = c.nodes[&1].proxy_port;
+    let (c, up, f, port) = keyed_env(&["--proxy-idle-timeout-ms", "1500"]).await;
 
     // Switched: the client gets the 101 with the upstream's own fields, then the upstream's
     // first bytes, then its early bytes echoed (sent upstream only after the switch), then
@@ -323,11 +330,8 @@ async fn websocket_handshakes_become_tunnels() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_holds_its_connection_slot() {
     use chaos_tests::raw::closed_at_once;
-    let c = TestCluster::start(1, &["--proxy-connections-per-ip-max", "2"]).await.unwrap();
-    c.wait_leader(Duration::from_secs(10)).await.unwrap();
-    let up = ScriptedUpstream::start().await;
-    let f = chaos_tests::fixture::install(&c, &up.url()).await;
-    let port = c.nodes[&1].proxy_port;
+    // `_up` keeps the upstream serving until the test ends.
+    let (c, _up, f, port) = keyed_env(&["--proxy-connections-per-ip-max", "2"]).await;
     let here: std::net::IpAddr = [127, 0, 0, 1].into();
     let (first, head, _) = ws_open(port, "/orders/ws-echo", &f.reader_key, b"").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
