@@ -27,6 +27,18 @@ async fn one_policy_enforced_by_every_node() {
         assert_eq!(get(*id, "/admin/keys", &f.reader_key).await.unwrap().status(), 403, "node {id}: wrong role");
     }
 
+    // A key created through one node works through every node the moment its 201 returns
+    // (each member has applied it by then). Twenty rounds, through followers and the leader.
+    for round in 0..20u64 {
+        let via = ids[(round % 3) as usize];
+        let (status, created) = c.post(via, "/v1/keys", json!({ "consumer": "acme" })).await.unwrap();
+        assert_eq!(status, 201, "{created}");
+        let key = created["key"].as_str().unwrap().to_string();
+        for id in &ids {
+            assert_eq!(get(*id, "/orders/1", &key).await.unwrap().status(), 200, "round {round}: via {via}, node {id}");
+        }
+    }
+
     // Over a (local, per-node) limit: 429 and the upstream sees nothing more.
     for _ in 0..3 {
         assert_eq!(get(2, "/limited/x", &f.reader_key).await.unwrap().status(), 200);

@@ -97,6 +97,10 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// How long a write that gives access (a new key, consumer or route) waits for the reachable
+/// members to apply it before answering; healthy members take milliseconds.
+const GRANT_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Longest `Idempotency-Key` accepted.
 const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
 
@@ -144,7 +148,7 @@ async fn write(
 
 /// [`write`] for any caller, with the request id chosen.
 async fn write_as(state: &AdminState, caller: Caller, id: RequestId, op: Op) -> Result<Outcome, ApiError> {
-    let narrows = op.narrows_access();
+    let (narrows, grants) = (op.narrows_access(), op.grants_access());
     let written = state.cluster.write(caller, id, op).await?;
     let outcome = match written.response {
         Response::Ok(outcome) => outcome,
@@ -153,13 +157,21 @@ async fn write_as(state: &AdminState, caller: Caller, id: RequestId, op: Op) -> 
     if narrows {
         // Clock rates drift a little between nodes: wait 10 % + 100 ms beyond the lease.
         let bound = state.staleness + state.staleness / 10 + std::time::Duration::from_millis(100);
-        let fenced = state.cluster.wait_members_applied(written.index, bound).await;
+        let fenced = state.cluster.wait_members_applied(written.index, bound, false).await;
         if !fenced.is_empty() {
             tracing::warn!(
                 index = written.index,
                 nodes = ?fenced,
                 "narrowing write: nodes did not confirm; their leases have lapsed, so they are fenced"
             );
+        }
+    } else if grants {
+        // A key used through another node right after its 201 must not meet a node that has
+        // not applied it yet (docker-chaos saw that 401 once). Nothing is at stake for safety,
+        // so the wait is short and skips members that do not answer.
+        let behind = state.cluster.wait_members_applied(written.index, GRANT_WAIT_MAX, true).await;
+        if !behind.is_empty() {
+            tracing::debug!(index = written.index, nodes = ?behind, "granting write: nodes had not applied it yet");
         }
     }
     Ok(outcome)

@@ -418,8 +418,9 @@ impl Cluster {
     }
 
     /// Waits until every member reports `last_applied ≥ index`, up to `bound`. Returns the
-    /// members that did not confirm in time (empty when all did).
-    pub async fn wait_members_applied(&self, index: u64, bound: Duration) -> Vec<NodeId> {
+    /// members that did not confirm in time (empty when all did). With `reachable_only`, a
+    /// member that does not answer the probe is not waited for (it is given up at once).
+    pub async fn wait_members_applied(&self, index: u64, bound: Duration, reachable_only: bool) -> Vec<NodeId> {
         let deadline = Instant::now() + bound;
         let mut pending: Vec<(NodeId, String)> = self.members_addrs();
         loop {
@@ -436,13 +437,19 @@ impl Cluster {
                             .ok()
                             .map(|s| s.last_applied),
                     };
-                    (id, addr, applied.is_some_and(|a| a >= index))
+                    // Done with this member: it applied the entry, or it cannot be reached and
+                    // the caller does not wait for those.
+                    let done = match applied {
+                        Some(a) => a >= index,
+                        None => reachable_only,
+                    };
+                    (id, addr, done)
                 }
             });
             pending = futures::future::join_all(probes)
                 .await
                 .into_iter()
-                .filter(|(_, _, ok)| !ok)
+                .filter(|(_, _, done)| !done)
                 .map(|(id, a, _)| (id, a))
                 .collect();
             if pending.is_empty() || Instant::now() >= deadline {

@@ -93,6 +93,13 @@ impl Op {
         )
     }
 
+    /// Operations that give access (a new key, consumer or route); their callers wait, briefly,
+    /// until every reachable node applied them, so what a 201 created works on every healthy
+    /// node at once.
+    pub fn grants_access(&self) -> bool {
+        matches!(self, Op::CreateKey(_) | Op::CreateKeys(_) | Op::PutConsumer(_) | Op::PutRoute(_))
+    }
+
     /// Operations that take access away; their callers wait until every node applied them.
     pub fn narrows_access(&self) -> bool {
         matches!(self, Op::RevokeKey(_) | Op::DeleteConsumer(_) | Op::DeleteRole(_) | Op::PutRole(_) | Op::RotateKey(_))
