@@ -51,8 +51,21 @@ struct Answer {
     peer: Vec<u8>,
 }
 
-/// One HTTPS GET with the key, offering `alpn`.
-async fn https(port: u16, ca: &CertificateDer<'static>, alpn: &[&[u8]], path: &str, key: &str) -> Answer {
+/// Writes a new leaf as `proxy.crt` and `proxy.key` in `dir`: their paths, and the leaf's DER.
+fn write_leaf(pki: &Pki, dir: &std::path::Path) -> (String, String, Vec<u8>) {
+    let (cert_path, key_path) = (dir.join("proxy.crt"), dir.join("proxy.key"));
+    let (cert, key, der) = pki.leaf();
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    (cert_path.display().to_string(), key_path.display().to_string(), der)
+}
+
+/// A TLS session with the node's proxy on `port` for `localhost`, trusting `ca`, offering `alpn`.
+async fn tls_connect(
+    port: u16,
+    ca: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -63,10 +76,15 @@ async fn https(port: u16, ca: &CertificateDer<'static>, alpn: &[&[u8]], path: &s
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// One HTTPS GET with the key, offering `alpn`.
+async fn https(port: u16, ca: &CertificateDer<'static>, alpn: &[&[u8]], path: &str, key: &str) -> Answer {
+    let tls = tls_connect(port, ca, alpn).await;
     let peer = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let resp = if h2 {
@@ -98,11 +116,7 @@ async fn https_with_h2_and_reload_without_restart() {
     let pki = Pki::new();
     let ca = CertificateDer::from(pki.ca.der().to_vec());
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("proxy.crt"), dir.path().join("proxy.key"));
-    let (cert1, key1, der1) = pki.leaf();
-    std::fs::write(&cert_path, &cert1).unwrap();
-    std::fs::write(&key_path, &key1).unwrap();
-    let (cp, kp) = (cert_path.display().to_string(), key_path.display().to_string());
+    let (cp, kp, der1) = write_leaf(&pki, dir.path());
     let c = TestCluster::start(
         1,
         &["--proxy-tls-cert-file", &cp, "--proxy-tls-key-file", &kp, "--proxy-header-read-timeout-ms", "1000"],
@@ -127,8 +141,8 @@ async fn https_with_h2_and_reload_without_restart() {
 
     // A renewed certificate is served to new connections within the reload period.
     let (cert2, key2, der2) = pki.leaf();
-    std::fs::write(&key_path, &key2).unwrap();
-    std::fs::write(&cert_path, &cert2).unwrap();
+    std::fs::write(&kp, &key2).unwrap();
+    std::fs::write(&cp, &cert2).unwrap();
     let started = Instant::now();
     loop {
         let a = https(port, &ca, &[b"h2"], "/orders/1", &f.reader_key).await;
@@ -141,7 +155,7 @@ async fn https_with_h2_and_reload_without_restart() {
     }
 
     // A broken renewal is refused and the working certificate stays in service.
-    std::fs::write(&cert_path, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(&cp, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let a = https(port, &ca, &[b"h2"], "/orders/1", &f.reader_key).await;
     assert_eq!((a.status, a.peer == der2), (200, true), "the previous certificate stays");
@@ -200,29 +214,14 @@ async fn a_bad_certificate_at_startup_names_the_key() {
 async fn websocket_over_tls_becomes_a_tunnel() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("proxy.crt"), dir.path().join("proxy.key"));
-    let (cert, key, _) = pki.leaf();
-    std::fs::write(&cert_path, &cert).unwrap();
-    std::fs::write(&key_path, &key).unwrap();
-    let (cp, kp) = (cert_path.display().to_string(), key_path.display().to_string());
+    let (cp, kp, _) = write_leaf(&pki, dir.path());
     let c = TestCluster::start(1, &["--proxy-tls-cert-file", &cp, "--proxy-tls-key-file", &kp]).await.unwrap();
     c.wait_leader(Duration::from_secs(10)).await.unwrap();
     let up = chaos_tests::scripted::ScriptedUpstream::start().await;
     let f = install(&c, &up.url()).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(pki.ca.der().to_vec())).unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", c.nodes[&1].proxy_port)).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let ca = CertificateDer::from(pki.ca.der().to_vec());
+    let mut tls = tls_connect(c.nodes[&1].proxy_port, &ca, &[b"http/1.1"]).await;
     let handshake = format!(
         "GET /orders/ws-echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
