@@ -70,8 +70,12 @@ impl Endpoint {
         Some(Self { key, host, port, authority, prefix })
     }
 
-    /// Host, port, authority and path prefix of a usable base URL.
+    /// Host, port, authority and path prefix of a usable base URL. A fragment means nothing in
+    /// a base URL, and the URI parser would drop it silently: refused.
     fn parts(url: &str) -> Option<(String, u16, String, String)> {
+        if url.contains('#') {
+            return None;
+        }
         let uri: http::Uri = url.parse().ok()?;
         if uri.scheme() != Some(&http::uri::Scheme::HTTP) || uri.query().is_some() {
             return None;
@@ -397,7 +401,9 @@ mod tests {
         );
         let ep = Endpoint::parse("http://up.internal").expect("parses");
         assert_eq!((ep.port, ep.prefix.as_str()), (80, ""));
-        for bad in ["https://up:443", "http://u:p@up:80", "http://up:80/?q=1", "up:80", "http://up:99999"] {
+        for bad in
+            ["https://up:443", "http://u:p@up:80", "http://up:80/?q=1", "http://up/#f", "up:80", "http://up:99999"]
+        {
             assert!(Endpoint::parse(bad).is_none() && !is_usable_upstream(bad), "{bad}");
         }
     }

@@ -63,11 +63,10 @@ fn check_prefix(p: &str) -> Result<(), ApiError> {
 }
 
 fn check_upstream(u: &str) -> Result<(), ApiError> {
-    // The data plane decides what it can send to (plain HTTP/1.1, no credentials or query, a
-    // path it can write as it is): anything else would only ever get 502, so it is refused
-    // here, where the operator sees why. A fragment means nothing in a base URL; the URL
-    // parser would drop it silently, so it is refused too.
-    if raftgate_proxy::upstream::is_usable_upstream(u) && !u.contains('#') {
+    // The data plane decides what it can send to (plain HTTP/1.1, no credentials, query or
+    // fragment, a path it can write as it is): anything else would only ever get 502, so it is
+    // refused here, where the operator sees why.
+    if raftgate_proxy::upstream::is_usable_upstream(u) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
