@@ -160,14 +160,19 @@ pub async fn exchange(
     let Answer::Final(resp, framing, keep_alive) = read_head(&mut io, &mut buf, method, false).await? else {
         unreachable!("a switch is an error unless it was asked for");
     };
-    let mut body = UpstreamBody { io: Some(io), buf, framing, keep_alive: keep_alive && body_sent, pool_key };
-    if framing == Framing::Length(0) {
+    let body = UpstreamBody { io: Some(io), buf, framing, keep_alive: keep_alive && body_sent, pool_key };
+    Ok(with_body(resp, body))
+}
+
+/// The response with `body` streaming from its connection.
+fn with_body(head: Response<()>, mut body: UpstreamBody) -> Response<super::Body> {
+    if body.framing == Framing::Length(0) {
         // Nothing follows the head (HEAD, 204, 304, a zero length): hyper never polls a body
         // that says it has ended, so the connection goes back to the pool now or never.
         body.finish();
     }
-    let (parts, ()) = resp.into_parts();
-    Ok(Response::from_parts(parts, http_body_util::BodyExt::boxed(body)))
+    let (parts, ()) = head.into_parts();
+    Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
 }
 
 /// What an upstream answered to a request to switch protocols (a WebSocket handshake).
@@ -189,12 +194,8 @@ pub async fn switch(mut io: TcpStream, head: &[u8], method: &Method) -> Result<S
     match read_head(&mut io, &mut buf, method, true).await? {
         Answer::Switched(head) => Ok(Switch::Switched { head, io, early: buf.freeze() }),
         Answer::Final(resp, framing, _) => {
-            let mut body = UpstreamBody { io: Some(io), buf, framing, keep_alive: false, pool_key: 0 };
-            if framing == Framing::Length(0) {
-                body.finish();
-            }
-            let (parts, ()) = resp.into_parts();
-            Ok(Switch::Refused(Response::from_parts(parts, http_body_util::BodyExt::boxed(body))))
+            let body = UpstreamBody { io: Some(io), buf, framing, keep_alive: false, pool_key: 0 };
+            Ok(Switch::Refused(with_body(resp, body)))
         }
     }
 }
