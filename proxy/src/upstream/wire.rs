@@ -24,16 +24,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{checkin, BoxError};
+use crate::framing::{decode, Decoded, Framing};
 use crate::phases::headers::{connection_tokens, is_header_value, Filter};
 
 /// Largest response head accepted from an upstream.
 pub const HEAD_LEN_MAX: usize = 64 * 1024;
 /// Most header fields in one response head.
 pub const HEADERS_MAX: usize = 100;
-/// Longest chunk-size line (with extensions) or trailer line in a chunked body.
-const LINE_LEN_MAX: usize = 4096;
-/// Most trailer bytes read (and dropped) after a chunked body.
-const TRAILERS_LEN_MAX: usize = 64 * 1024;
 /// How much is read from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -449,7 +446,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Opti
         if te_other {
             Framing::Close
         } else {
-            Framing::Chunked(Chunk::Size)
+            Framing::CHUNKED
         }
     } else if let Some(n) = length {
         Framing::Length(n)
@@ -471,30 +468,6 @@ fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Opti
         return Ok(Some(Parsed::Switched(resp)));
     }
     Ok(Some(Parsed::Final(resp, framing, !close)))
-}
-
-/// How the response body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// This many bytes are left.
-    Length(u64),
-    Chunked(Chunk),
-    /// At end of stream (the connection cannot be reused).
-    Close,
-    Done,
-}
-
-/// Where a chunked decoder stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// This many bytes of chunk data are left.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one (this many trailer bytes so far).
-    Trailers(usize),
 }
 
 /// The upstream's response body, read as the client's side asks for it. It owns the connection,
@@ -526,91 +499,14 @@ impl UpstreamBody {
         Poll::Ready(Ok(n > 0))
     }
 
-    /// Takes one line (without its CRLF) from the buffer, if a whole one is there.
-    fn take_line(&mut self) -> Result<Option<Bytes>, BoxError> {
-        match self.buf.windows(2).position(|w| w == b"\r\n") {
-            Some(i) => {
-                let line = self.buf.split_to(i).freeze();
-                self.buf.advance(2);
-                Ok(Some(line))
-            }
-            None if self.buf.len() > LINE_LEN_MAX => Err(WireError::BadResponse("chunk line too long").into()),
-            None => Ok(None),
+    /// Decodes what the buffer holds; the connection goes back to the pool the moment the body
+    /// has ended, even as its last piece is handed out.
+    fn decode(&mut self) -> Result<Decoded, BoxError> {
+        let d = decode(&mut self.framing, &mut self.buf).map_err(WireError::BadResponse)?;
+        if self.framing == Framing::Done && self.io.is_some() {
+            self.finish();
         }
-    }
-
-    /// Decodes what the buffer holds: a data frame, the end (`Some(None)`), or `None` if more
-    /// must be read first.
-    fn decode(&mut self) -> Result<Option<Option<Bytes>>, BoxError> {
-        loop {
-            match self.framing {
-                Framing::Done => return Ok(Some(None)),
-                Framing::Length(0) => {
-                    self.finish();
-                    return Ok(Some(None));
-                }
-                Framing::Length(n) => {
-                    if self.buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = self.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    let data = self.buf.split_to(take).freeze();
-                    self.framing = Framing::Length(n - take as u64);
-                    if n == take as u64 {
-                        self.finish();
-                    }
-                    return Ok(Some(Some(data)));
-                }
-                Framing::Close => {
-                    if self.buf.is_empty() {
-                        return Ok(None);
-                    }
-                    return Ok(Some(Some(self.buf.split().freeze())));
-                }
-                Framing::Chunked(Chunk::Size) => {
-                    let Some(line) = self.take_line()? else { return Ok(None) };
-                    let size = line.split(|b| *b == b';').next().unwrap_or(&[]).trim_ascii();
-                    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
-                        return Err(WireError::BadResponse("bad chunk size").into());
-                    }
-                    let n = size.iter().fold(0u64, |n, b| n * 16 + (*b as char).to_digit(16).unwrap_or(0) as u64);
-                    self.framing = Framing::Chunked(if n == 0 { Chunk::Trailers(0) } else { Chunk::Data(n) });
-                }
-                Framing::Chunked(Chunk::Data(n)) => {
-                    if self.buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = self.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    let data = self.buf.split_to(take).freeze();
-                    let left = n - take as u64;
-                    self.framing = Framing::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
-                    return Ok(Some(Some(data)));
-                }
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if self.buf.len() < 2 {
-                        return Ok(None);
-                    }
-                    if &self.buf[..2] != b"\r\n" {
-                        return Err(WireError::BadResponse("chunk data overruns its size").into());
-                    }
-                    self.buf.advance(2);
-                    self.framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(Chunk::Trailers(seen)) => {
-                    // Trailers are read past and dropped, as before.
-                    let Some(line) = self.take_line()? else { return Ok(None) };
-                    if line.is_empty() {
-                        self.finish();
-                        return Ok(Some(None));
-                    }
-                    let seen = seen + line.len() + 2;
-                    if seen > TRAILERS_LEN_MAX {
-                        return Err(WireError::BadResponse("trailers too large").into());
-                    }
-                    self.framing = Framing::Chunked(Chunk::Trailers(seen));
-                }
-            }
-        }
+        Ok(d)
     }
 }
 
@@ -622,9 +518,9 @@ impl hyper::body::Body for UpstreamBody {
         let this = &mut *self;
         loop {
             match this.decode() {
-                Ok(Some(Some(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Ok(Some(None)) => return Poll::Ready(None),
-                Ok(None) => {}
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Ok(Decoded::More) => {}
                 Err(e) => {
                     this.framing = Framing::Done;
                     this.io = None;
@@ -690,7 +586,7 @@ mod tests {
         assert_eq!(f, Framing::Length(0));
         // Chunked wins over a length, and such a connection is not reused.
         let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n";
-        assert_eq!(parse(raw, &get).unwrap().unwrap().1, Framing::Chunked(Chunk::Size));
+        assert_eq!(parse(raw, &get).unwrap().unwrap().1, Framing::CHUNKED);
         assert!(!parse(raw, &get).unwrap().unwrap().2);
         // No length: the body ends at close.
         let (_, f, k, _) = parse(b"HTTP/1.1 200 OK\r\n\r\n", &get).unwrap().unwrap();
@@ -760,35 +656,6 @@ mod tests {
         // Asked for, but answered otherwise: a final answer as usual.
         let mut buf = BytesMut::from(&b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n"[..]);
         assert!(matches!(parse_head(&mut buf, &get, true).unwrap(), Some(Parsed::Final(..))));
-    }
-
-    fn decode_all(framing: Framing, wire: &[u8]) -> Result<(Vec<u8>, BytesMut), BoxError> {
-        let mut body = UpstreamBody { io: None, buf: BytesMut::from(wire), framing, keep_alive: false, pool_key: 0 };
-        let mut out = Vec::new();
-        loop {
-            match body.decode()? {
-                Some(Some(d)) => out.extend_from_slice(&d),
-                Some(None) => return Ok((out, body.buf)),
-                None => return Err("incomplete".into()),
-            }
-        }
-    }
-
-    #[test]
-    fn chunked_bodies_decode_and_stop_at_their_end() {
-        let start = Framing::Chunked(Chunk::Size);
-        let (out, rest) = decode_all(start, b"3;ext=1\r\nabc\r\na\r\n0123456789\r\n0\r\nx-t: 1\r\n\r\nNEXT").unwrap();
-        assert_eq!(out, b"abc0123456789");
-        assert_eq!(&rest[..], b"NEXT");
-        // Data longer than its size, a bad size, an endless size line: errors.
-        assert!(decode_all(start, b"2\r\nabc\r\n0\r\n\r\n").is_err());
-        assert!(decode_all(start, b"zz\r\n").is_err());
-        assert!(decode_all(start, b"-1\r\n").is_err());
-        assert!(decode_all(start, &[b'1'; 5000]).is_err());
-        // A body cut short is incomplete, never a short success.
-        assert!(decode_all(start, b"5\r\nab").is_err());
-        let (out, rest) = decode_all(Framing::Length(2), b"okNEXT").unwrap();
-        assert_eq!((&out[..], &rest[..]), (&b"ok"[..], &b"NEXT"[..]));
     }
 
     #[test]
