@@ -69,6 +69,57 @@ pub fn mono_ms() -> u64 {
     CLOCK.epoch.elapsed().as_millis() as u64
 }
 
+/// Calls `f` with the current time as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110
+/// §5.6.7) for a response's `Date` field. Formatted at most once a second per thread.
+pub fn http_date(f: impl FnOnce(&[u8])) {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, [u8; 29])> = const { std::cell::RefCell::new((0, [0; 29])) };
+    }
+    CACHED.with(|c| {
+        let mut c = c.borrow_mut();
+        let mono = mono_ms() + 1;
+        if mono >= c.0 {
+            let now = now_ms();
+            c.1 = format_http_date(now / 1000);
+            // Valid until the wall clock's next second.
+            c.0 = mono + (1000 - now % 1000);
+        }
+        f(&c.1)
+    });
+}
+
+/// Formats seconds since the Unix epoch as an IMF-fixdate.
+fn format_http_date(secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm, for days >= 0).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    let two = |out: &mut [u8; 29], at: usize, n: u64| {
+        out[at] = b'0' + (n / 10 % 10) as u8;
+        out[at + 1] = b'0' + (n % 10) as u8;
+    };
+    two(&mut out, 5, day);
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    two(&mut out, 12, year / 100);
+    two(&mut out, 14, year % 100);
+    two(&mut out, 17, rem / 3600);
+    two(&mut out, 20, rem / 60 % 60);
+    two(&mut out, 23, rem % 60);
+    out
+}
+
 /// Whether the clock-skew hook is on (for the node's startup warning).
 pub fn skew_hook() -> Option<&'static std::path::Path> {
     CLOCK.skew_file.as_deref()
@@ -99,5 +150,19 @@ mod tests {
         // A backward step: the offset seen before is kept.
         c.offset.fetch_add(30_000, Ordering::Relaxed);
         assert!(c.now_ms() >= wall + 29_000);
+    }
+
+    #[test]
+    fn http_dates_are_imf_fixdates() {
+        for (secs, text) in [
+            (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
+            (784_111_777, "Sun, 06 Nov 1994 08:49:37 GMT"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 GMT"),
+            (1_795_935_599, "Sun, 29 Nov 2026 06:59:59 GMT"),
+            (4_102_444_800, "Fri, 01 Jan 2100 00:00:00 GMT"),
+        ] {
+            assert_eq!(std::str::from_utf8(&format_http_date(secs)).unwrap(), text, "{secs}");
+        }
+        http_date(|d| assert_eq!(d.len(), 29));
     }
 }
