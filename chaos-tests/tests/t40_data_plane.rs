@@ -1153,3 +1153,68 @@ async fn forwarded_for_is_read_right_to_left_from_trusted_peers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The HTTP/1 leg's connection handling (`proxy/src/h1.rs`): pipelined requests are answered in
+/// order; a HEAD answer has its length and no body; HTTP/1.0 keeps a connection only when asked;
+/// a refused request whose small body has already arrived leaves the connection usable; a
+/// chunked upload reaches the upstream whole; every answer carries a Date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_connections_carry_requests_in_order() {
+    use chaos_tests::raw::send_and_read;
+    let e = env().await;
+    let (k, admin) = (e.f.reader_key.clone(), e.f.admin_key.clone());
+    let wait = Duration::from_secs(3);
+    let answers = |text: &str| -> Vec<String> { text.split("HTTP/1.1 ").skip(1).map(str::to_string).collect() };
+
+    // Three pipelined requests in one write; the last asks to close.
+    let req = format!(
+        "GET /orders/p1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n\r\n\
+         HEAD /admin/p2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\r\n\
+         GET /orders/p3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\nConnection: close\r\n\r\n"
+    );
+    let (text, closed) = send_and_read(e.port, req.as_bytes(), wait).await;
+    let a = answers(&text);
+    assert!(closed, "closed after the request that asked: {text}");
+    assert_eq!(a.len(), 3, "{text}");
+    assert!(a.iter().all(|a| a.starts_with("200 ")), "{text}");
+    assert!(a[0].contains("\"/orders/p1\""), "{}", a[0]);
+    assert!(a[1].to_ascii_lowercase().contains("\r\ncontent-length: "), "HEAD keeps its length: {}", a[1]);
+    assert!(a[1].ends_with("\r\n\r\n"), "HEAD got a body: {}", a[1]);
+    assert!(a[2].contains("\"/orders/p3\""), "{}", a[2]);
+    assert!(a.iter().all(|a| a.to_ascii_lowercase().contains("\r\ndate: ")), "{text}");
+
+    // HTTP/1.0: closed after the answer unless keep-alive was asked for.
+    let get10 =
+        |path: &str, extra: &str| format!("GET {path} HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {k}\r\n{extra}\r\n");
+    let (text, closed) = send_and_read(e.port, get10("/orders/a", "").as_bytes(), wait).await;
+    assert_eq!((status(&text), closed), (Some(200), true), "{text}");
+    let req = get10("/orders/a", "Connection: keep-alive\r\n") + &get10("/orders/b", "");
+    let (text, closed) = send_and_read(e.port, req.as_bytes(), wait).await;
+    let a = answers(&text);
+    assert_eq!((a.len(), closed), (2, true), "{text}");
+    assert!(a[0].to_ascii_lowercase().contains("\r\nconnection: keep-alive\r\n"), "{}", a[0]);
+    assert!(a[1].contains("\"/orders/b\""), "{}", a[1]);
+
+    // A refused upload whose body came with its head: skipped, and the next request is served.
+    let before = e.up.hits();
+    let req = format!(
+        "POST /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer rgk_nope\r\nContent-Length: 5\r\n\r\nhello\
+         GET /orders/after HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\nConnection: close\r\n\r\n"
+    );
+    let (text, _) = send_and_read(e.port, req.as_bytes(), wait).await;
+    let a = answers(&text);
+    assert_eq!(a.len(), 2, "{text}");
+    assert!(a[0].starts_with("401 ") && a[1].starts_with("200 "), "{text}");
+    assert_eq!(e.up.hits(), before + 1, "only the allowed request went upstream");
+    assert!(e.up.last()["path_and_query"] == "/orders/after", "the body was not taken for a request");
+
+    // A chunked upload (with an extension and a trailer) reaches the upstream decoded and whole.
+    let req = format!(
+        "POST /admin/chunked HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n"
+    );
+    let text = exchange(e.port, req.as_bytes(), wait).await;
+    assert_eq!(status(&text), Some(200), "{text}");
+    assert_eq!(e.up.last()["body_len"], 11);
+    assert_eq!(e.up.last()["headers"]["transfer-encoding"], json!(["chunked"]));
+}

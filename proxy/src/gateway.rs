@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::audit::{AuditEvent, AuditQueue};
 use crate::canonical::canonicalize;
@@ -17,6 +16,7 @@ use crate::limits::Limits;
 use crate::metrics::{ProxyMetrics, RequestLabels, RouteLabel};
 use crate::phases::{authenticate, authorize, forward, headers, rate_limit, route};
 use crate::policy::{AuthMethod, Name, ParsedKey, Policy};
+use crate::server::ClientBody;
 use crate::upstream::{Body, Upstreams};
 
 /// Data-plane limits and timeouts. Defaults are for a gateway in front of JSON APIs.
@@ -96,7 +96,7 @@ impl Gateway {
     }
 
     /// Handles one request end to end. Never fails: every outcome is a response.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, req: Request<ClientBody>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         // The clock is read once: the decision's time, and (plus the latency) the event's.
         let now = now_ms();
@@ -154,7 +154,7 @@ impl Gateway {
 
     async fn run(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         policy: &Policy,
         now: u64,
         client_ip: IpAddr,
@@ -283,10 +283,10 @@ impl Gateway {
         let has_body = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
             || parts.headers.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
             || (parts.version == http::Version::HTTP_2 && !hyper::body::Body::is_end_stream(&body));
-        // A WebSocket handshake becomes a tunnel if the upstream agrees; hyper hands over the
-        // client's side of it once the 101 is written.
+        // A WebSocket handshake becomes a tunnel if the upstream agrees; the server leg hands
+        // over the client's side of it once the 101 is written.
         let upgrade = (!has_body && wants_websocket(&parts))
-            .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+            .then(|| parts.extensions.remove::<crate::tunnel::Switchable>())
             .flatten();
         // The client's headers go on filtered as the upstream head is written
         // (`headers::Filter::request`); the gateway's own are added there.
@@ -424,7 +424,7 @@ fn wants_websocket(parts: &http::request::Parts) -> bool {
 /// with Transfer-Encoding, Transfer-Encoding other than exactly `chunked`, more than one of
 /// either, or Transfer-Encoding on HTTP/1.0. The connection is closed after the 400, because
 /// the server can no longer know where the next request starts.
-fn check_framing(req: &Request<Incoming>) -> Result<(), Deny> {
+fn check_framing(req: &Request<ClientBody>) -> Result<(), Deny> {
     let h = req.headers();
     let te: Vec<_> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();
     let cl = h.get_all(http::header::CONTENT_LENGTH).iter().count();

@@ -17,6 +17,7 @@ pub mod framing;
 pub mod freshness;
 pub mod gateway;
 pub mod global;
+pub mod h1;
 pub mod limits;
 pub mod metrics;
 pub mod phases;

@@ -1,5 +1,5 @@
-//! The proxy listener: HTTP/1.1 and HTTP/2 on one port, with header-read timeout, header
-//! limits, a cap on concurrent connections and a bounded drain on shutdown.
+//! The proxy listener: HTTP/1.1 (our own leg, `crate::h1`) and HTTP/2 (hyper) on one port, with
+//! a cap on concurrent connections, a per-IP cap and a bounded drain on shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -68,9 +69,6 @@ const H2_PENDING_RESETS_MAX: usize = 20;
 /// one more gets GOAWAY ENHANCE_YOUR_CALM (RUSTSEC-2024-0003; bad-inputs C2). hyper's default,
 /// pinned likewise.
 const H2_LOCAL_ERROR_RESETS_MAX: usize = 1024;
-
-/// hyper's HTTP/1 header count limit when none is set.
-const H1_HEADERS_MAX_HYPER_DEFAULT: usize = 100;
 
 /// Open connections per client IP, shared by every proxy thread.
 #[derive(Default)]
@@ -236,18 +234,6 @@ impl Acceptor {
     }
 }
 
-/// What an open connection holds: its place under the caps and in the drain. Shared by the
-/// connection's task and, after a WebSocket upgrade, by its tunnel, so the slots come back only
-/// when both are done.
-struct Hold {
-    _permit: OwnedSemaphorePermit,
-    _ip_slot: Option<IpSlot>,
-    _open: mpsc::Sender<()>,
-    /// For a tunnel: its idle timeout and the shutdown signal.
-    idle: Duration,
-    shutdown: watch::Receiver<bool>,
-}
-
 /// Requests in flight on one connection, and when the last one started or ended.
 struct Activity {
     inflight: std::sync::atomic::AtomicU32,
@@ -330,15 +316,14 @@ impl hyper::body::Body for TrackedBody {
     }
 }
 
-/// Drives one connection to its end: closes it gracefully (in-flight requests finish, HTTP/2
-/// says GOAWAY) on shutdown or once it has been idle for `idle`.
+/// Drives one HTTP/2 connection to its end: closes it gracefully (in-flight requests finish,
+/// GOAWAY) on shutdown or once it has been idle for `idle`.
 async fn drive<C>(
     conn: C,
     activity: Arc<Activity>,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
     peer: SocketAddr,
-    gateway: Arc<Gateway>,
 ) where
     C: GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -347,17 +332,14 @@ async fn drive<C>(
     let mut check = tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
-    // When an idle close began: an HTTP/2 client must answer the GOAWAY's PING before the
-    // connection ends, and one that never does is dropped once still idle `idle` later.
+    // When an idle close began: the client must answer the GOAWAY's PING before the connection
+    // ends, and one that never does is dropped once still idle `idle` later.
     let mut idle_close_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
-                    if let Some((status, reason)) = refused_head(&*e) {
-                        gateway.refused_head(peer, status, reason);
-                    }
                 }
                 return;
             }
@@ -385,20 +367,151 @@ async fn drive<C>(
     }
 }
 
-/// The answer hyper gave, and the audit reason, when a connection ended because its request
-/// head did not parse (hyper answers those itself: `role.rs`, `on_error`).
-fn refused_head(e: &(dyn std::error::Error + 'static)) -> Option<(http::StatusCode, &'static str)> {
-    let e = e.downcast_ref::<hyper::Error>()?;
-    if e.is_parse_too_large() {
-        // The same kind covers a URI over hyper's own limit; only the message tells them apart.
-        return Some(if e.to_string().contains("URI too long") {
-            (http::StatusCode::URI_TOO_LONG, "uri_too_long")
-        } else {
-            (http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "head_too_large")
-        });
+/// A request body as the gateway reads it, whichever leg received the request.
+pub enum ClientBody {
+    /// An HTTP/1 request whose head says it has no body.
+    Empty,
+    /// Read by the HTTP/1 leg ([`crate::h1`]).
+    H1(crate::h1::H1Body),
+    /// Read by hyper (HTTP/2).
+    Hyper(hyper::body::Incoming),
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = bytes::Bytes;
+    type Error = crate::upstream::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
+            ClientBody::Hyper(b) => match std::pin::Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
-    (e.is_parse() && !e.is_parse_status() && !e.is_parse_version_h2())
-        .then_some((http::StatusCode::BAD_REQUEST, "malformed_head"))
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ClientBody::Empty => hyper::body::SizeHint::with_exact(0),
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A connection whose first bytes were already read (to tell HTTP/2 from HTTP/1): reads give
+/// those bytes first.
+struct Prefixed<IO> {
+    first: bytes::Bytes,
+    io: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.first.is_empty() {
+            let n = self.first.len().min(buf.remaining());
+            buf.put_slice(&self.first.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// What every connection of a thread shares.
+#[derive(Clone)]
+struct Shared {
+    gateway: Arc<Gateway>,
+    h2: auto::Builder<TokioExecutor>,
+    h1: crate::h1::Settings,
+    idle: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Serves one connection: HTTP/2 (by ALPN or its preface) through hyper, everything else
+/// through the HTTP/1 leg.
+async fn serve_one<IO>(mut io: IO, alpn_h2: bool, peer: SocketAddr, s: Shared)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = bytes::BytesMut::with_capacity(16 * 1024);
+    if alpn_h2 || crate::h1::sniff_h2(&mut io, &mut buf, s.h1.header_read_timeout).await {
+        let activity = Activity::new();
+        let act = activity.clone();
+        let (gw, over_tls) = (s.gateway.clone(), s.h1.over_tls);
+        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let (gw, in_flight) = (gw.clone(), act.begin());
+            let mut req = req.map(ClientBody::Hyper);
+            if over_tls {
+                req.extensions_mut().insert(crate::tls::OverTls);
+            }
+            async move {
+                let resp = gw.handle(req, peer).await;
+                // In flight until the response body has been sent (or abandoned).
+                Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _in_flight: in_flight, failed: None }))
+            }
+        });
+        let io = TokioIo::new(Prefixed { first: buf.freeze(), io });
+        let conn = s.h2.serve_connection(io, svc).into_owned();
+        drive(conn, activity, s.idle, s.shutdown, peer).await;
+    } else if !buf.is_empty() {
+        crate::h1::serve(io, buf, peer, s.gateway, s.h1, s.shutdown).await;
+    }
 }
 
 /// One thread's connections: serves what the acceptor deals it until `shutdown`, then drains
@@ -411,26 +524,26 @@ async fn serve_connections(
 ) {
     // Every connection task holds a clone of `open`; `all_closed` ends once all are gone.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(cfg.header_len_max)
-        .keep_alive(true);
-    // hyper parses into a fixed inline array when its default (100) applies, and into one filled
-    // element by element per request when a limit is set (measured: 1,500 instructions per
-    // request): set it only when it differs.
-    if cfg.headers_max != H1_HEADERS_MAX_HYPER_DEFAULT {
-        builder.http1().max_headers(cfg.headers_max);
-    }
-    builder
-        .http2()
+    let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+    h2.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(cfg.h2_streams_max)
         .max_header_list_size(cfg.header_len_max as u32)
         .max_pending_accept_reset_streams(H2_PENDING_RESETS_MAX)
         .max_local_error_reset_streams(H2_LOCAL_ERROR_RESETS_MAX);
+    let shared = Shared {
+        gateway,
+        h2,
+        h1: crate::h1::Settings {
+            header_read_timeout: cfg.header_read_timeout,
+            header_len_max: cfg.header_len_max,
+            headers_max: cfg.headers_max,
+            idle_timeout: cfg.idle_timeout,
+            over_tls: cfg.tls.is_some(),
+        },
+        idle: cfg.idle_timeout,
+        shutdown: shutdown.clone(),
+    };
     loop {
         let Accepted { stream, peer, permit, ip_slot } = tokio::select! {
             c = queue.recv() => match c { Some(c) => c, None => break },
@@ -443,63 +556,32 @@ async fn serve_connections(
                 continue;
             }
         };
-        let gw = gateway.clone();
-        let over_tls = cfg.tls.is_some();
-        let activity = Activity::new();
-        let act = activity.clone();
-        let (idle, shutdown) = (cfg.idle_timeout, shutdown.clone());
-        let hold = Arc::new(Hold {
-            _permit: permit,
-            _ip_slot: ip_slot,
-            _open: open.clone(),
-            idle,
-            shutdown: shutdown.clone(),
-        });
-        let conn_hold = hold.clone();
-        let gw_conn = gateway.clone();
-        let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            let (gw, in_flight, hold) = (gw.clone(), act.begin(), hold.clone());
-            if over_tls {
-                req.extensions_mut().insert(crate::tls::OverTls);
-            }
-            async move {
-                let mut resp = gw.handle(req, peer).await;
-                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    if let Some(tunnel) = crate::tunnel::Tunnel::take(&mut resp) {
-                        let open = gw.metrics.tunnels_open.clone();
-                        tokio::spawn(async move {
-                            crate::tunnel::run(tunnel, hold.idle, hold.shutdown.clone(), open).await;
-                            drop(hold);
-                        });
-                    }
-                }
-                // In flight until the response body has been sent (or abandoned).
-                Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _in_flight: in_flight, failed: None }))
-            }
-        });
+        // The connection's place under the caps and in the drain, until its task ends (a
+        // WebSocket tunnel runs in that task too).
+        let hold = (permit, ip_slot, open.clone());
+        let s = shared.clone();
         match &cfg.tls {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                 tokio::spawn(async move {
-                    drive(conn, activity, idle, shutdown, peer, gw_conn).await;
-                    drop(conn_hold);
+                    serve_one(stream, false, peer, s).await;
+                    drop(hold);
                 });
             }
             Some(tls) => {
                 // The handshake runs in the connection's task, bounded like a request head
                 // (bad-inputs B9: a client that never sends its ClientHello).
-                let (acceptor, builder) = (tls.acceptor(), builder.clone());
+                let acceptor = tls.acceptor();
                 let handshake_timeout = cfg.header_read_timeout;
                 tokio::spawn(async move {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                            drive(conn, activity, idle, shutdown, peer, gw_conn).await;
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            serve_one(stream, h2, peer, s).await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                    drop(conn_hold);
+                    drop(hold);
                 });
             }
         }

@@ -4,8 +4,8 @@
 //! shuts down.
 //!
 //! The gateway decides (every phase runs on the handshake, which is audited with status 101)
-//! and opens the upstream connection; the 101 response carries both ends to the server, which
-//! hands them to [`run`] once hyper has written the 101 and given up the client's connection.
+//! and opens the upstream connection; the 101 response carries the upstream's end to the
+//! HTTP/1 leg (`crate::h1`), which writes the 101 and hands [`run`] its own connection.
 //! The upstream connection is the tunnel's own: it never came from, and never returns to, the
 //! pool.
 
@@ -16,8 +16,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -41,9 +39,24 @@ impl UpstreamSide {
     }
 }
 
+/// Marks a request whose connection can become a tunnel: the HTTP/1 leg (`crate::h1`) puts it
+/// on a handshake and, if the gateway keeps it on the 101 response, hands its connection over.
+#[derive(Clone, Copy)]
+pub struct Switchable;
+
+/// A client connection handed over by the server leg that read the handshake, with the bytes
+/// the client sent past its request head (they go upstream first).
+pub struct Own {
+    pub io: Box<dyn ClientIo>,
+    pub early: Bytes,
+}
+
+/// A client connection a tunnel can run on.
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
+
 /// Both ends of a tunnel, taken from a 101 response.
 pub struct Tunnel {
-    client: OnUpgrade,
     upstream: TcpStream,
     /// Bytes the upstream sent right after its 101: the client gets them first.
     early: Bytes,
@@ -52,32 +65,34 @@ pub struct Tunnel {
 impl Tunnel {
     /// The tunnel a 101 response carries, if it carries one (both ends are removed from it).
     pub fn take<B>(resp: &mut http::Response<B>) -> Option<Self> {
-        let client = resp.extensions_mut().remove::<OnUpgrade>();
+        let switchable = resp.extensions_mut().remove::<Switchable>();
         let upstream = resp.extensions_mut().remove::<UpstreamSide>().and_then(|u| u.take());
-        let (client, (upstream, early)) = (client?, upstream?);
-        Some(Self { client, upstream, early })
+        let (Switchable, (upstream, early)) = (switchable?, upstream?);
+        Some(Self { upstream, early })
     }
 }
 
 /// Joins the two connections until one side closes (the other is then shut down for writing and
 /// drained), neither has sent anything for `idle`, or `shutdown` is signalled. `open` counts the
-/// tunnels running.
-pub async fn run(t: Tunnel, idle: Duration, mut shutdown: watch::Receiver<bool>, open: Gauge) {
+/// tunnels running. `client` is the client's connection, handed over by the server leg.
+pub async fn run(t: Tunnel, client: Own, idle: Duration, mut shutdown: watch::Receiver<bool>, open: Gauge) {
     open.inc();
-    join(t, idle, &mut shutdown).await;
+    join(t, client, idle, &mut shutdown).await;
     open.dec();
 }
 
-async fn join(t: Tunnel, idle: Duration, shutdown: &mut watch::Receiver<bool>) {
-    let client = match t.client.await {
-        Ok(c) => c,
-        Err(e) => return tracing::debug!(error = %e, "client left before its upgrade"),
-    };
+async fn join(t: Tunnel, own: Own, idle: Duration, shutdown: &mut watch::Receiver<bool>) {
+    let (client, to_upstream) = (own.io, own.early);
     let last = Arc::new(AtomicU64::new(mono_ms()));
-    let mut client = Watched { io: TokioIo::new(client), last: last.clone() };
+    let mut client = Watched { io: client, last: last.clone() };
     let mut upstream = Watched { io: t.upstream, last: last.clone() };
     if !t.early.is_empty() {
-        if let Err(e) = client.write_all(&t.early).await {
+        if let Err(e) = client.write_all(&t.early).await.and(client.flush().await) {
+            return tracing::debug!(error = %e, "tunnel failed");
+        }
+    }
+    if !to_upstream.is_empty() {
+        if let Err(e) = upstream.write_all(&to_upstream).await {
             return tracing::debug!(error = %e, "tunnel failed");
         }
     }

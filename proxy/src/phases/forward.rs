@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Frame, SizeHint};
 
 use crate::deny::Deny;
 use crate::upstream::wire::{Head, WireError};
@@ -23,7 +23,7 @@ pub struct Outbound<'a> {
     /// The gateway's own headers (identity, `X-Forwarded-*`).
     pub added: Vec<(&'static http::HeaderName, &'a str)>,
     /// `None` for a request without a body, which makes it safe to retry on connect failure.
-    pub body: Option<Incoming>,
+    pub body: Option<crate::server::ClientBody>,
     /// A WebSocket handshake: sent on a connection of its own, whose 101 answer becomes a
     /// tunnel (`crate::tunnel`).
     pub upgrade: bool,
