@@ -279,7 +279,12 @@ pub async fn serve<IO>(
         // Read a head.
         head_timer.as_mut().reset(tokio::time::Instant::now() + settings.header_read_timeout);
         let parsed = loop {
-            match parse_head(&mut buf, settings.header_len_max, settings.headers_max) {
+            // (An empty buffer, the usual state between keep-alive requests, is not parsed.)
+            match if buf.is_empty() {
+                Ok(None)
+            } else {
+                parse_head(&mut buf, settings.header_len_max, settings.headers_max)
+            } {
                 Ok(Some(p)) => break p,
                 Ok(None) => {}
                 Err(r) => return refuse(&mut io, &gateway, peer, r, &mut out).await,
