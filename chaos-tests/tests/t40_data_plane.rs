@@ -392,13 +392,26 @@ async fn framing_and_size_limits() {
     assert!(started.elapsed() < Duration::from_secs(4), "answered at the body deadline: {:?}", started.elapsed());
     // B5: a request head that never completes is closed at the header-read timeout (1 s here).
     let started = std::time::Instant::now();
-    let (_, closed) = closes_within(e.port, b"GET / HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(5)).await;
+    let (s, closed) = closes_within(e.port, b"GET / HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(5)).await;
     assert!(closed, "slowloris connection closed");
+    assert_eq!(s, Some(408), "answered 408, as nginx does");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "closed by the header timer, not by the test: {:?}",
         started.elapsed()
     );
+    // B5 and B6 are both in the audit trail, as 408 `head_timeout`.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, audit) = e.c.get(1, "/v1/audit?decision=deny&limit=1000").await.unwrap();
+        let timeouts =
+            audit["events"].as_array().unwrap().iter().filter(|v| v["reason"] == "head_timeout" && v["status"] == 408);
+        if timeouts.count() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "head timeouts audited: {audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// B8: one client IP holding many idle connections hits its cap; other clients are unaffected,

@@ -346,8 +346,8 @@ impl Gateway {
         Ok(resp)
     }
 
-    /// Records a request head that hyper's parser refused before any phase saw it: it answered
-    /// 400 (malformed), 431 (too large) or 414 (URI too long) itself and closed the connection.
+    /// Records a request head the HTTP/1 leg refused before any phase saw it (`crate::h1`): 400
+    /// (malformed), 431 (too large) or 408 (not complete in time); the connection was closed.
     /// Such a request still gets its audit event and its count, with what is known of it: the
     /// peer's address (an unparsed head has no X-Forwarded-For to believe), no route, method or
     /// path.

@@ -9,9 +9,10 @@
 //! hyper (`crate::server`).
 //!
 //! What the leg guarantees (bad-inputs A and B):
-//! - a head must be complete within `header_read_timeout`, in at most `header_len_max` bytes and
-//!   `headers_max` fields (431 beyond either); anything `httparse` or the `http` types refuse
-//!   gets 400; each such refusal is audited (`Gateway::refused_head`) and closes the connection;
+//! - a head must be complete within `header_read_timeout` (408 once it has begun; an idle
+//!   keep-alive connection just closes), in at most `header_len_max` bytes and `headers_max`
+//!   fields (431 beyond either); anything `httparse` or the `http` types refuse gets 400; each
+//!   such refusal is audited (`Gateway::refused_head`) and closes the connection;
 //! - a request body is framed once, here: `Content-Length` (digits only) or `Transfer-Encoding:
 //!   chunked` on HTTP/1.1. With both, the length is dropped and the connection closes after the
 //!   response (RFC 9112 §6.3); any other framing (several lengths, another coding, a coding on
@@ -164,6 +165,8 @@ struct Parsed {
 enum Refusal {
     Malformed,
     TooLarge,
+    /// The head began but was not complete within the header-read deadline (slowloris).
+    Timeout,
 }
 
 impl Refusal {
@@ -171,6 +174,7 @@ impl Refusal {
         match self {
             Refusal::Malformed => (StatusCode::BAD_REQUEST, "malformed_head"),
             Refusal::TooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "head_too_large"),
+            Refusal::Timeout => (StatusCode::REQUEST_TIMEOUT, "head_timeout"),
         }
     }
 }
@@ -297,9 +301,18 @@ pub async fn serve<IO>(
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
-                () = &mut head_timer => return tracing::debug!(%peer, "request head not received in time"),
+                // A head that began and did not finish gets 408 and an audit event, as nginx
+                // answers one; an idle keep-alive connection just closes.
+                () = &mut head_timer => {
+                    tracing::debug!(%peer, "request head not received in time");
+                    if !buf.is_empty() {
+                        refuse(&mut io, &gateway, peer, Refusal::Timeout, &mut out).await;
+                    }
+                    return;
+                }
                 // Between requests the connection just closes; a head in progress may finish.
-                _ = shutdown.wait_for(|s| *s), if idle => return,
+                // (The guard `wait_for` returns is dropped inside, so the task stays `Send`.)
+                () = async { let _ = shutdown.wait_for(|s| *s).await; }, if idle => return,
             }
         };
         let Parsed { mut req, framing, mut keep_alive, expect_continue } = parsed;
