@@ -9,14 +9,20 @@
 # latency at a fixed rate (oha, open loop) for all three targets: at 50 % of the slowest proxy's
 # max, and at a low rate on one connection, with the latency each proxy adds over direct.
 # Usage: bench/proxy-bench.sh [rounds] [seconds] [connections]
+# RAFTGATE_BIN=path benchmarks that binary instead of this tree's build (to compare two builds
+# on the same day, each against the nginx measured in its own run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 . bench/lib.sh
 ROUNDS=${1:-3}; SECS=${2:-10}; CONNS=${3:-64}
 install_bench_tools
-cargo build --release --locked --workspace --bins >/dev/null
-BIN="$CARGO_TARGET_DIR/release/raftgate"
+if [ -n "${RAFTGATE_BIN:-}" ]; then
+    BIN="$RAFTGATE_BIN"
+else
+    cargo build --release --locked --workspace --bins >/dev/null
+    BIN="$CARGO_TARGET_DIR/release/raftgate"
+fi
 W=$(mktemp -d); trap 'kill $(cat $W/rg.pid 2>/dev/null) 2>/dev/null; nginx -c $W/upstream.conf -s stop 2>/dev/null || true; nginx -c $W/proxy.conf -s stop 2>/dev/null || true; rm -rf $W' EXIT
 UP=18080; NGX=18081; RG=18082; ADM=18083; RAFT=18084
 # The fair protocol (benchmarks.md §5): the upstream is its own nginx with 1 worker; the nginx
