@@ -125,6 +125,14 @@ async fn every_framing_reaches_the_client_intact() {
     let length = head.headers().get("content-length").map(|v| v.to_str().unwrap().to_string());
     assert_eq!((head.status().as_u16(), length.as_deref()), (200, Some("2")));
     assert_eq!(e.get("ok").await.1.unwrap(), "ok");
+    // An HTTP/1.0 client cannot read chunked: the chunked answer reaches it decoded and
+    // delimited by the close of its connection.
+    let text = exchange(e.port, b"GET /raw/chunked HTTP/1.0\r\nhost: x\r\n\r\n", Duration::from_secs(3)).await;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {text:?}"));
+    let lower = head.to_ascii_lowercase();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(!lower.contains("transfer-encoding") && lower.contains("\r\nconnection: close"), "{head}");
+    assert_eq!(body, "hello world");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -719,6 +719,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever arrives, the parser answers (a request, "more", or a refusal) and never
+        /// panics; a head it accepts is consumed from the buffer.
+        #[test]
+        fn any_bytes_get_an_answer(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            if let Ok(Some(_)) = parse_head(&mut buf, 256, 8) {
+                proptest::prop_assert!(buf.len() < bytes.len());
+            }
+        }
+
+        /// A well-formed head with any field values httparse allows comes out as sent.
+        #[test]
+        fn heads_come_out_as_sent(
+            path in "/[a-zA-Z0-9._~%/-]{0,40}(\\?[a-z0-9=&]{0,20})?",
+            values in proptest::collection::vec("[ -~]{0,30}", 0..6),
+        ) {
+            let mut raw = format!("GET {path} HTTP/1.1\r\n");
+            for (i, v) in values.iter().enumerate() {
+                raw.push_str(&format!("x-f{i}: {v}\r\n"));
+            }
+            raw.push_str("\r\nNEXT");
+            let mut buf = BytesMut::from(raw.as_bytes());
+            let p = parse_head(&mut buf, 4096, 100).unwrap().unwrap();
+            proptest::prop_assert_eq!(p.req.uri().path_and_query().map(|p| p.as_str()), Some(path.as_str()));
+            for (i, v) in values.iter().enumerate() {
+                let got = p.req.headers().get(format!("x-f{i}")).map(|h| h.as_bytes().to_vec());
+                proptest::prop_assert_eq!(got, Some(v.trim().as_bytes().to_vec()));
+            }
+            proptest::prop_assert_eq!(&buf[..], b"NEXT");
+        }
+    }
+
     #[test]
     fn numbers_are_written_as_format_would() {
         for n in [0u64, 7, 10, 255, 4096, 65_535, u64::MAX] {
