@@ -49,6 +49,16 @@ impl Framing {
     pub const CHUNKED: Framing = Framing::Chunked(Chunk::Size);
 }
 
+/// A Content-Length value: plain ASCII digits (at most 19, so it fits a `u64`), optional
+/// whitespace around them; anything else (a sign, hex, a list) is `None`.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
 /// Decodes what `buf` holds under `framing`, advancing both. Errors name what was wrong with
 /// the body; trailers are read past and dropped.
 pub fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, &'static str> {

@@ -33,7 +33,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Body as _, Frame, SizeHint};
+use hyper::body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -137,10 +137,6 @@ impl hyper::body::Body for H1Body {
     fn is_end_stream(&self) -> bool {
         self.ended
     }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
 }
 
 /// What a request head says about its body.
@@ -218,11 +214,7 @@ fn parse_head(buf: &mut BytesMut, len_max: usize, headers_max: usize) -> Result<
             te_chunked = f.value.eq_ignore_ascii_case(b"chunked");
         } else if name == CONTENT_LENGTH {
             lengths += 1;
-            let v = f.value.trim_ascii();
-            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-                return Err(Refusal::Malformed);
-            }
-            length = Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
+            length = Some(crate::framing::content_length(f.value).ok_or(Refusal::Malformed)?);
         } else if name == CONNECTION {
             for t in connection_tokens(f.value) {
                 close |= t.eq_ignore_ascii_case(b"close");
@@ -510,8 +502,9 @@ async fn write_response<IO: AsyncWrite + Unpin>(
             .iter()
             .any(|v| connection_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")));
     out.clear();
-    let add_length = declared.is_none() && matches!(framing, HeadFraming::Length(_));
-    encode_head(out, &resp, if add_length { framing } else { framing_marker(framing) }, keep_alive, http10);
+    // A length the head already holds is not written twice.
+    let added = if declared.is_some() { HeadFraming::None } else { framing };
+    encode_head(out, &resp, added, keep_alive, http10);
     let send_body = !is_head && framing != HeadFraming::None;
     let mut body = resp.into_body();
     if !send_body {
@@ -588,14 +581,6 @@ impl HeadFraming {
             HeadFraming::Length(n) => written == n,
             _ => true,
         }
-    }
-}
-
-/// The framing as `encode_head` needs it when the head already holds its length.
-fn framing_marker(f: HeadFraming) -> HeadFraming {
-    match f {
-        HeadFraming::Length(_) => HeadFraming::None,
-        other => other,
     }
 }
 

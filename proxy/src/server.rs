@@ -389,12 +389,7 @@ impl hyper::body::Body for ClientBody {
         match self.get_mut() {
             ClientBody::Empty => Poll::Ready(None),
             ClientBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
-            ClientBody::Hyper(b) => match std::pin::Pin::new(b).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            ClientBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 

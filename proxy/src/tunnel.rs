@@ -87,7 +87,11 @@ async fn join(t: Tunnel, own: Own, idle: Duration, shutdown: &mut watch::Receive
     let mut client = Watched { io: client, last: last.clone() };
     let mut upstream = Watched { io: t.upstream, last: last.clone() };
     if !t.early.is_empty() {
-        if let Err(e) = client.write_all(&t.early).await.and(client.flush().await) {
+        let sent = async {
+            client.write_all(&t.early).await?;
+            client.flush().await
+        };
+        if let Err(e) = sent.await {
             return tracing::debug!(error = %e, "tunnel failed");
         }
     }

@@ -405,11 +405,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Opti
         } else if name == CONTENT_LENGTH {
             // A list of equal values is one value (RFC 9112 §6.3); anything else is an error.
             for v in f.value.split(|b| *b == b',') {
-                let v = v.trim_ascii();
-                if v.is_empty() || !v.iter().all(u8::is_ascii_digit) || v.len() > 19 {
-                    return Err(WireError::BadResponse("bad content-length"));
-                }
-                let n: u64 = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+                let n = crate::framing::content_length(v).ok_or(WireError::BadResponse("bad content-length"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(WireError::BadResponse("conflicting content-length"));
                 }
