@@ -238,6 +238,7 @@ async fn deliver(
         route: Some(alert.rule.to_string().into()),
         method: "POST".into(),
         path: alert.id.clone(),
+        raw_path: None,
         status,
         latency_us: started.elapsed().as_micros() as u64,
         client_ip: String::new(),

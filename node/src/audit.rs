@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 
 use raftgate_proxy::audit::{AuditEvent, AuditQueue, AuditStats};
 use raftgate_raft::cluster::Cluster;
+use raftgate_raft::network::client::RpcFailure;
 use raftgate_raft::network::server::{open, reply};
 use raftgate_storage::AuditLog;
 use serde::{Deserialize, Serialize};
@@ -30,8 +31,91 @@ const QUERY_LIMIT_MAX: usize = 1000;
 const QUERY_LIMIT_DEFAULT: usize = 100;
 /// How long a query waits for each peer's part; a slow or dead peer is left out and named.
 const PEER_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-/// Path of the audit query on the Raft listener.
-pub const RAFT_AUDIT_PATH: &str = "/raft/audit";
+/// Path of the audit query on the Raft listener: events in today's shape.
+const RAFT_AUDIT_PATH: &str = "/raft/audit/v2";
+/// The same query answered in format 1's shape (no `raw_path`), for nodes not yet upgraded; a
+/// node asks it of a peer that does not know [`RAFT_AUDIT_PATH`] (one not yet upgraded).
+const RAFT_AUDIT_PATH_V1: &str = "/raft/audit";
+
+/// Format version of stored audit events. 2 added `raw_path`; records written as version 1
+/// read back with none. Every other persisted value is still `raftgate_storage::FORMAT_VERSION`.
+const EVENT_FORMAT: u8 = 2;
+
+/// An audit event as format 1 stored it and as nodes before format 2 exchange it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AuditEventV1 {
+    ts_ms: u64,
+    node_id: u64,
+    kind: String,
+    decision: String,
+    reason: String,
+    key_id: Option<String>,
+    consumer: Option<String>,
+    route: Option<String>,
+    method: String,
+    path: String,
+    status: u16,
+    latency_us: u64,
+    client_ip: String,
+    policy_version: u64,
+}
+
+impl From<AuditEventV1> for AuditEvent {
+    fn from(e: AuditEventV1) -> Self {
+        AuditEvent {
+            ts_ms: e.ts_ms,
+            node_id: e.node_id,
+            kind: e.kind.into(),
+            decision: e.decision.into(),
+            reason: e.reason.into(),
+            key_id: e.key_id,
+            consumer: e.consumer.map(Into::into),
+            route: e.route.map(Into::into),
+            method: e.method.into(),
+            path: e.path,
+            raw_path: None,
+            status: e.status,
+            latency_us: e.latency_us,
+            client_ip: e.client_ip,
+            policy_version: e.policy_version,
+        }
+    }
+}
+
+impl From<AuditEvent> for AuditEventV1 {
+    fn from(e: AuditEvent) -> Self {
+        AuditEventV1 {
+            ts_ms: e.ts_ms,
+            node_id: e.node_id,
+            kind: e.kind.into_owned(),
+            decision: e.decision.into_owned(),
+            reason: e.reason.into_owned(),
+            key_id: e.key_id,
+            consumer: e.consumer.map(|c| c.to_string()),
+            route: e.route.map(|r| r.to_string()),
+            method: e.method.into_owned(),
+            path: e.path,
+            status: e.status,
+            latency_us: e.latency_us,
+            client_ip: e.client_ip,
+            policy_version: e.policy_version,
+        }
+    }
+}
+
+/// The stored bytes of an event (format [`EVENT_FORMAT`]).
+fn encode_event(e: &AuditEvent) -> Result<Vec<u8>, raftgate_storage::CodecError> {
+    raftgate_storage::encode_versioned(EVENT_FORMAT, e, 256)
+}
+
+/// Reads a stored event of any format this build knows.
+fn decode_event(bytes: &[u8]) -> Result<AuditEvent, raftgate_storage::CodecError> {
+    match raftgate_storage::split_version(bytes)? {
+        (1, body) => raftgate_storage::decode_body::<AuditEventV1>(body).map(Into::into),
+        (EVENT_FORMAT, body) => raftgate_storage::decode_body(body),
+        (found, _) => Err(raftgate_storage::CodecError::UnknownVersion { found }),
+    }
+}
 
 /// How often the writer drains the queue. The writer polls on this tick instead of waiting on
 /// the channel, so a request that records an event never wakes another thread (that wake-up
@@ -66,7 +150,7 @@ pub async fn writer(log: Arc<AuditLog>, mut rx: mpsc::Receiver<AuditEvent>, stat
             loop {
                 match rx.try_recv() {
                     Ok(e) => {
-                        if let Ok(b) = raftgate_storage::encode(&e) {
+                        if let Ok(b) = encode_event(&e) {
                             held.push(b);
                         }
                         if held.len() == WRITE_BATCH_LEN_MAX {
@@ -180,7 +264,7 @@ impl AuditQuery {
 fn local_events(log: &AuditLog, f: &Filter) -> Vec<AuditEvent> {
     let mut out = Vec::new();
     let result = log.scan_newest(|_, body| {
-        let Ok(e) = raftgate_storage::decode::<AuditEvent>(body) else { return true };
+        let Ok(e) = decode_event(body) else { return true };
         if e.ts_ms < f.since_ms {
             return false;
         }
@@ -220,7 +304,18 @@ pub async fn query(
         let calls = members.into_iter().filter(|(id, _)| *id != state.node_id).map(|(id, addr)| {
             let rpc = state.cluster.rpc().clone();
             let f = f.clone();
-            async move { (id, rpc.call::<_, Vec<AuditEvent>>(id, &addr, RAFT_AUDIT_PATH, f, PEER_QUERY_TIMEOUT).await) }
+            async move {
+                let r = rpc.call::<_, Vec<AuditEvent>>(id, &addr, RAFT_AUDIT_PATH, &f, PEER_QUERY_TIMEOUT).await;
+                // A peer not yet upgraded answers in format 1's shape, on the older path.
+                let r = match r {
+                    Err(RpcFailure::Rejected(why)) if why.starts_with("404") => rpc
+                        .call::<_, Vec<AuditEventV1>>(id, &addr, RAFT_AUDIT_PATH_V1, &f, PEER_QUERY_TIMEOUT)
+                        .await
+                        .map(|evs| evs.into_iter().map(AuditEvent::from).collect()),
+                    r => r,
+                };
+                (id, r)
+            }
         });
         for (id, r) in futures::future::join_all(calls).await {
             match r {
@@ -249,24 +344,29 @@ pub async fn verify(State(state): State<AdminState>, _c: crate::admin::AdminCall
     }
 }
 
-/// The audit query on the Raft listener, answered from this node's store only.
+/// The audit query on the Raft listener, answered from this node's store only: in today's
+/// shape, and in format 1's for peers not yet upgraded.
 pub fn raft_routes(cluster: Arc<Cluster>, log: Arc<AuditLog>) -> axum::Router {
-    axum::Router::new().route(
-        RAFT_AUDIT_PATH,
-        axum::routing::post(move |body: Bytes| {
-            let (cluster, log) = (cluster.clone(), log.clone());
-            async move {
-                match open::<Filter>(&cluster, &body) {
-                    Ok(f) => {
-                        let events =
-                            tokio::task::spawn_blocking(move || local_events(&log, &f)).await.unwrap_or_default();
-                        reply(&events)
-                    }
-                    Err(r) => r,
+    let answer = |cluster: Arc<Cluster>, log: Arc<AuditLog>, body: Bytes, v1: bool| async move {
+        match open::<Filter>(&cluster, &body) {
+            Ok(f) => {
+                let events = tokio::task::spawn_blocking(move || local_events(&log, &f)).await.unwrap_or_default();
+                if v1 {
+                    reply(&events.into_iter().map(AuditEventV1::from).collect::<Vec<_>>())
+                } else {
+                    reply(&events)
                 }
             }
-        }),
-    )
+            Err(r) => r,
+        }
+    };
+    let (c1, l1) = (cluster.clone(), log.clone());
+    axum::Router::new()
+        .route(
+            RAFT_AUDIT_PATH,
+            axum::routing::post(move |body: Bytes| answer(cluster.clone(), log.clone(), body, false)),
+        )
+        .route(RAFT_AUDIT_PATH_V1, axum::routing::post(move |body: Bytes| answer(c1.clone(), l1.clone(), body, true)))
 }
 
 /// Records every admin request (but health, metrics and audit reads) as an `admin` event.
@@ -300,6 +400,7 @@ pub async fn record_admin(State(state): State<AdminState>, req: Request, next: N
             route: None,
             method: method.into(),
             path: path.chars().take(512).collect(),
+            raw_path: None,
             status,
             latency_us: started.elapsed().as_micros() as u64,
             client_ip,
@@ -325,4 +426,44 @@ pub fn verify_offline(data_dir: &std::path::Path) -> anyhow::Result<()> {
 pub fn queue_figures(q: &AuditQueue) -> (i64, i64, i64) {
     let stats = q.stats();
     (q.depth() as i64, stats.dropped.load(Ordering::Relaxed) as i64, stats.write_errors.load(Ordering::Relaxed) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(raw_path: Option<&str>) -> AuditEvent {
+        AuditEvent {
+            ts_ms: 1_764_400_000_000,
+            node_id: 2,
+            kind: "access".into(),
+            decision: "allow".into(),
+            reason: "ok".into(),
+            key_id: Some("k1".into()),
+            consumer: Some("acme".into()),
+            route: Some("api".into()),
+            method: "GET".into(),
+            path: "/admin/keys".into(),
+            raw_path: raw_path.map(Into::into),
+            status: 200,
+            latency_us: 812,
+            client_ip: "10.0.0.7".into(),
+            policy_version: 41,
+        }
+    }
+
+    #[test]
+    fn events_of_either_format_read_back() {
+        let now = event(Some("/admin/../admin/keys"));
+        let bytes = encode_event(&now).unwrap();
+        assert_eq!(bytes[0], EVENT_FORMAT);
+        assert_eq!(decode_event(&bytes).unwrap(), now);
+        // What a node before format 2 stored: the same event, without the raw path.
+        let old = raftgate_storage::encode(&AuditEventV1::from(now.clone())).unwrap();
+        assert_eq!(old[0], 1);
+        assert_eq!(decode_event(&old).unwrap(), event(None));
+        let mut future = bytes;
+        future[0] = EVENT_FORMAT + 1;
+        assert!(decode_event(&future).is_err(), "an unknown format fails loudly");
+    }
 }

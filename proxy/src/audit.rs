@@ -39,7 +39,13 @@ pub struct AuditEvent {
     pub consumer: Option<Arc<str>>,
     pub route: Option<Arc<str>>,
     pub method: Cow<'static, str>,
+    /// The canonical path the decision was made on; the path as sent when the request was
+    /// refused before it could be canonicalised.
     pub path: String,
+    /// The request-target as the client sent it, when it differs from `path`: dot segments or
+    /// duplicate slashes resolved (`/admin/../admin/keys`), or a fragment refused
+    /// (`/public#/../admin`). Cut to 512 characters. Added in format version 2 of stored events.
+    pub raw_path: Option<String>,
     pub status: u16,
     pub latency_us: u64,
     pub client_ip: String,

@@ -76,6 +76,8 @@ struct Facts {
     key_id: Option<String>,
     consumer: Option<Name>,
     path: String,
+    /// The target as sent, when it is not `path` (see [`AuditEvent::raw_path`]).
+    raw_path: Option<String>,
     /// Served on last known policy while stale (routes with `serve_stale` only).
     stale: bool,
 }
@@ -123,7 +125,7 @@ impl Gateway {
             }
         };
         if facts.path.is_empty() {
-            facts.path = uri.path().chars().take(512).collect();
+            facts.path = cut(uri.path());
         }
         let decision = if reason.starts_with("ok") { "allow" } else { "deny" };
         let status = resp.status().as_u16();
@@ -144,6 +146,7 @@ impl Gateway {
             route: facts.route.as_ref().map(Name::shared),
             method,
             path: facts.path,
+            raw_path: facts.raw_path,
             status,
             latency_us: elapsed.as_micros() as u64,
             client_ip: ip,
@@ -171,6 +174,14 @@ impl Gateway {
         }
         // Phase 1: canonicalise (framing first: smuggling attempts never get further).
         check_framing(&req)?;
+        // A fragment is the client's own business (RFC 9110 §4.2.5) and never part of a
+        // request-target: one that arrives is refused, not dropped, so that no reading of
+        // `/public#/../admin` can differ from the one decided on (CVE-2021-32779). Only the
+        // HTTP/1 leg sees the raw target; HTTP/2's `:path` reaches us with it already cut.
+        if let Some(TargetWithFragment(raw)) = req.extensions().get::<TargetWithFragment>() {
+            facts.raw_path = Some(cut(&String::from_utf8_lossy(raw)));
+            return Err(Deny::bad_request("fragment_in_target"));
+        }
         if req.headers().len() > self.cfg.headers_max {
             return Err(Deny::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too_many_headers"));
         }
@@ -185,6 +196,9 @@ impl Gateway {
             return Err(Deny::new(StatusCode::URI_TOO_LONG, "uri_too_long"));
         }
         let canon = canonicalize(uri.path()).map_err(|e| Deny::bad_request(e.reason()))?;
+        if canon != uri.path() {
+            facts.raw_path = Some(cut(uri.path()));
+        }
         facts.path = canon.clone();
         let mut hosts = req.headers().get_all(http::header::HOST).iter();
         let (h1, h2) = (hosts.next(), hosts.next());
@@ -368,6 +382,7 @@ impl Gateway {
             route: None,
             method: Cow::Borrowed(""),
             path: String::new(),
+            raw_path: None,
             status: status.as_u16(),
             latency_us: 0,
             client_ip: headers::ip_text(peer.ip()),
@@ -424,6 +439,15 @@ fn wants_websocket(parts: &http::request::Parts) -> bool {
 /// with Transfer-Encoding, Transfer-Encoding other than exactly `chunked`, more than one of
 /// either, or Transfer-Encoding on HTTP/1.0. The connection is closed after the 400, because
 /// the server can no longer know where the next request starts.
+/// The request-target as sent, put on a request by the HTTP/1 leg when it holds a `#`.
+#[derive(Debug, Clone)]
+pub struct TargetWithFragment(pub bytes::Bytes);
+
+/// A path for the audit trail: at most 512 characters.
+fn cut(path: &str) -> String {
+    path.chars().take(512).collect()
+}
+
 fn check_framing(req: &Request<ClientBody>) -> Result<(), Deny> {
     let h = req.headers();
     let te: Vec<_> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::deny::Deny;
 use crate::framing::{decode, Decoded, Framing};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, TargetWithFragment};
 use crate::phases::headers::connection_tokens;
 use crate::upstream::{Body, BoxError};
 
@@ -248,6 +248,10 @@ fn parse_head(buf: &mut BytesMut, len_max: usize, headers_max: usize) -> Result<
         headers.append(name, value);
     }
     let mut req = Request::new(());
+    // `Uri` drops a fragment without a word; the gateway refuses one, so it is told.
+    if head[target.0..target.1].contains(&b'#') {
+        req.extensions_mut().insert(TargetWithFragment(head.slice(target.0..target.1)));
+    }
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = version;
@@ -670,6 +674,12 @@ mod tests {
         let p = parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
         assert_eq!((p.framing, p.keep_alive), (BodyFraming::Known(Framing::CHUNKED), false));
         assert!(p.req.headers().get(CONTENT_LENGTH).is_none());
+        // `Uri` cuts a fragment off; the target as sent goes with the request for the gateway.
+        let p = parse("GET /public#/../admin HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(p.req.uri().path(), "/public");
+        let raw = p.req.extensions().get::<TargetWithFragment>().map(|t| t.0.clone());
+        assert_eq!(raw.as_deref(), Some(&b"/public#/../admin"[..]));
+        assert!(parse("GET /public HTTP/1.1\r\n\r\n").unwrap().unwrap().req.extensions().is_empty());
         // Everything else with a coding, or two lengths, is left for the gateway to refuse.
         for raw in [
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n",

@@ -39,10 +39,29 @@ pub fn encode_sized<T: Serialize + ?Sized>(value: &T, len_hint: usize) -> Result
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != FORMAT_VERSION {
-        return Err(CodecError::UnknownVersion { found: version });
+    match split_version(bytes)? {
+        (FORMAT_VERSION, body) => decode_body(body),
+        (found, _) => Err(CodecError::UnknownVersion { found }),
     }
+}
+
+/// As [`encode_sized`], under the given version byte: for a type whose shape moved on from
+/// [`FORMAT_VERSION`] and that keeps a decoder per version (see [`split_version`]).
+pub fn encode_versioned<T: Serialize + ?Sized>(version: u8, value: &T, len_hint: usize) -> Result<Vec<u8>, CodecError> {
+    let mut out = encode_sized(value, len_hint)?;
+    out[0] = version;
+    Ok(out)
+}
+
+/// The version byte and the body after it, for a reader that decodes each version of a type
+/// with [`decode_body`] into the shape that version had.
+pub fn split_version(bytes: &[u8]) -> Result<(u8, &[u8]), CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    Ok((version, body))
+}
+
+/// Decodes a body (the bytes after the version byte); all of it must be the value.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let (value, read) = bincode::serde::decode_from_slice(body, bincode::config::standard())?;
     if read != body.len() {
         return Err(CodecError::Trailing { trailing: body.len() - read });
