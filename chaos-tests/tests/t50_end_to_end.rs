@@ -79,3 +79,51 @@ async fn one_policy_enforced_by_every_node() {
     }
     assert_eq!(all["unreachable_nodes"], json!([]));
 }
+
+/// bad-inputs J4: a node's audit chain cut back by 100 records, with its head rewritten to match
+/// (which the chain alone cannot tell from an intact one), is found against the head its peers
+/// witnessed before the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_cut_back_with_a_forged_head_is_found_by_its_peers() {
+    let mut c = TestCluster::start(3, &[]).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = EchoUpstream::start().await;
+    let f = install(&c, &up.url()).await;
+    let ids: Vec<u64> = c.nodes.keys().copied().collect();
+    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/orders/1", c.nodes[&3].proxy_url());
+    for _ in 0..150 {
+        assert_eq!(http.get(&url).bearer_auth(&f.reader_key).send().await.unwrap().status(), 200);
+    }
+    // Wait until both peers witnessed node 3's head with those records in it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let witnessed = loop {
+        let (_, v) = c.get(3, "/v1/audit/verify").await.unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        let seq = v["witnessed"]["seq"].as_u64().unwrap();
+        if seq >= 150 && v["witnessed"]["by"].as_array().unwrap().len() == 2 {
+            break seq;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never witnessed: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // Stop node 3 and cut its chain back by 100 records past what was witnessed, forging the head.
+    c.node(3).stop();
+    {
+        let log = raftgate_storage::AuditLog::open(&c.nodes[&3].data_dir.join("audit")).unwrap();
+        log.truncate_and_forge_head(witnessed - 100).unwrap();
+        assert_eq!(log.verify().unwrap(), Ok(witnessed - 100), "on its own, the chain looks intact");
+    }
+    c.node(3).restart();
+    c.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (_, v) = c.get(3, "/v1/audit/verify").await.unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("witnessed") && error.contains(&witnessed.to_string()), "{v}");
+    // The other nodes' chains are untouched.
+    for id in [1, 2] {
+        let (_, v) = c.get(id, "/v1/audit/verify").await.unwrap();
+        assert_eq!(v["ok"], true, "node {id}: {v}");
+    }
+}

@@ -8,15 +8,15 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::atomic::Ordering;
 
 use raftgate_proxy::audit::{AuditEvent, AuditQueue, AuditStats};
 use raftgate_raft::cluster::Cluster;
 use raftgate_raft::network::client::RpcFailure;
-use raftgate_raft::network::server::{open, reply};
-use raftgate_storage::AuditLog;
+use raftgate_raft::network::server::{open, open_from, reply};
+use raftgate_storage::{AuditLog, ChainHead};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -36,6 +36,14 @@ const RAFT_AUDIT_PATH: &str = "/raft/audit/v2";
 /// The same query answered in format 1's shape (no `raw_path`), for nodes not yet upgraded; a
 /// node asks it of a peer that does not know [`RAFT_AUDIT_PATH`] (one not yet upgraded).
 const RAFT_AUDIT_PATH_V1: &str = "/raft/audit";
+
+/// Where a node sends the head of its chain for its peers to witness, and asks them what they
+/// witnessed of it (bad-inputs J4: a chain cut back with a forged head is found against them).
+const RAFT_WITNESS_PATH: &str = "/raft/audit/witness";
+const RAFT_WITNESSED_PATH: &str = "/raft/audit/witnessed";
+/// How often a node sends its head to peers that have not witnessed it yet. Records newer than
+/// the last witnessed head can be cut without trace; this bounds that window.
+const WITNESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Format version of stored audit events. 2 added `raw_path`; records written as version 1
 /// read back with none. Every other persisted value is still `raftgate_storage::FORMAT_VERSION`.
@@ -332,15 +340,92 @@ pub async fn query(
     Ok(Json(json!({ "events": events.iter().map(view).collect::<Vec<_>>(), "unreachable_nodes": unreachable })))
 }
 
-/// `GET /v1/audit/verify`: checks this node's chain.
+/// `GET /v1/audit/verify`: checks this node's chain, then checks it against the latest head
+/// of it that its peers witnessed (so a chain cut back with a forged head fails too).
 pub async fn verify(State(state): State<AdminState>, _c: crate::admin::AdminCaller) -> Result<Json<Value>, ApiError> {
     let log = state.audit.clone();
     let r =
         tokio::task::spawn_blocking(move || log.verify()).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
-    match r {
-        Ok(Ok(n)) => Ok(Json(json!({ "node_id": state.node_id, "ok": true, "records": n }))),
-        Ok(Err(brk)) => Ok(Json(json!({ "node_id": state.node_id, "ok": false, "error": brk.to_string() }))),
-        Err(e) => Err(ApiError::bad_request(e.to_string())),
+    let n = match r {
+        Ok(Ok(n)) => n,
+        Ok(Err(brk)) => return Ok(Json(json!({ "node_id": state.node_id, "ok": false, "error": brk.to_string() }))),
+        Err(e) => return Err(ApiError::bad_request(e.to_string())),
+    };
+    let me = state.node_id;
+    let calls =
+        state.cluster.members_addrs().into_iter().filter(|(id, _)| *id != me).map(|(id, addr)| {
+            let rpc = state.cluster.rpc().clone();
+            async move {
+                (id, rpc.call::<_, Option<ChainHead>>(id, &addr, RAFT_WITNESSED_PATH, me, PEER_QUERY_TIMEOUT).await)
+            }
+        });
+    let (mut witnessed, mut by, mut unreachable) = (None::<ChainHead>, Vec::new(), Vec::new());
+    for (id, r) in futures::future::join_all(calls).await {
+        match r {
+            Ok(Some(h)) => {
+                by.push(id);
+                if witnessed.is_none_or(|w| h.seq > w.seq) {
+                    witnessed = Some(h);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(node = id, error = %e, "audit verify: node did not say what it witnessed");
+                unreachable.push(id);
+            }
+        }
+    }
+    let seq = witnessed.map_or(0, |w| w.seq);
+    let checked = match witnessed {
+        Some(w) => {
+            let log = state.audit.clone();
+            tokio::task::spawn_blocking(move || log.check_witnessed(w))
+                .await
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
+        None => Ok(()),
+    };
+    let witness = json!({ "seq": seq, "by": by, "unreachable_nodes": unreachable });
+    Ok(Json(match checked {
+        Ok(()) => json!({ "node_id": me, "ok": true, "records": n, "witnessed": witness }),
+        Err(brk) => json!({ "node_id": me, "ok": false, "error": brk.to_string(), "witnessed": witness }),
+    }))
+}
+
+/// Sends this node's chain head to every peer that has not witnessed it yet, every
+/// [`WITNESS_INTERVAL`], until shutdown. A peer that cannot be reached (or, before this
+/// release, does not know the path) is tried again next time.
+pub async fn send_witness(cluster: Arc<Cluster>, log: Arc<AuditLog>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut sent: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    let mut tick = tokio::time::interval(WITNESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let head = log.head();
+        if head.seq == 0 {
+            continue;
+        }
+        let due: Vec<_> = cluster
+            .members_addrs()
+            .into_iter()
+            .filter(|(id, _)| *id != cluster.id && sent.get(id).is_none_or(|s| *s < head.seq))
+            .collect();
+        let calls = due.into_iter().map(|(id, addr)| {
+            let rpc = cluster.rpc().clone();
+            async move { (id, rpc.call::<_, ()>(id, &addr, RAFT_WITNESS_PATH, head, PEER_QUERY_TIMEOUT).await) }
+        });
+        for (id, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(()) => {
+                    sent.insert(id, head.seq);
+                }
+                Err(e) => tracing::debug!(node = id, error = %e, "audit head not witnessed; retrying"),
+            }
+        }
     }
 }
 
@@ -361,12 +446,56 @@ pub fn raft_routes(cluster: Arc<Cluster>, log: Arc<AuditLog>) -> axum::Router {
         }
     };
     let (c1, l1) = (cluster.clone(), log.clone());
+    let (c2, l2) = (cluster.clone(), log.clone());
+    let (c3, l3) = (cluster.clone(), log.clone());
+    let witness = move |body: Bytes| {
+        let (cluster, log) = (c2.clone(), l2.clone());
+        async move {
+            // Bound to the sender the envelope names: a node can only speak for its own chain.
+            match open_from::<ChainHead>(&cluster, &body) {
+                Ok((from, head)) => match tokio::task::spawn_blocking(move || log.witness(from, head)).await {
+                    Ok(Ok(Some(before))) if before.seq > head.seq => {
+                        tracing::error!(
+                            node = from,
+                            witnessed = before.seq,
+                            now = head.seq,
+                            "a node's audit chain went backwards (truncated?); its verify will fail"
+                        );
+                        reply(&())
+                    }
+                    Ok(Ok(_)) => reply(&()),
+                    Ok(Err(e)) => reply_error(e.to_string()),
+                    Err(e) => reply_error(e.to_string()),
+                },
+                Err(r) => r,
+            }
+        }
+    };
+    let witnessed = move |body: Bytes| {
+        let (cluster, log) = (c3.clone(), l3.clone());
+        async move {
+            match open::<u64>(&cluster, &body) {
+                Ok(node) => match tokio::task::spawn_blocking(move || log.witnessed(node)).await {
+                    Ok(Ok(h)) => reply(&h),
+                    Ok(Err(e)) => reply_error(e.to_string()),
+                    Err(e) => reply_error(e.to_string()),
+                },
+                Err(r) => r,
+            }
+        }
+    };
     axum::Router::new()
+        .route(RAFT_WITNESS_PATH, axum::routing::post(witness))
+        .route(RAFT_WITNESSED_PATH, axum::routing::post(witnessed))
         .route(
             RAFT_AUDIT_PATH,
             axum::routing::post(move |body: Bytes| answer(cluster.clone(), log.clone(), body, false)),
         )
         .route(RAFT_AUDIT_PATH_V1, axum::routing::post(move |body: Bytes| answer(c1.clone(), l1.clone(), body, true)))
+}
+
+fn reply_error(why: String) -> Response {
+    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, why).into_response()
 }
 
 /// Records every admin request (but health, metrics and audit reads) as an `admin` event.

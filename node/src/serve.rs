@@ -153,6 +153,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let lease = tokio::spawn(raftgate_raft::lease::run(cluster.clone(), fresh.clone(), staleness, shutdown_rx.clone()));
     let prevote = tokio::spawn(raftgate_raft::prevote::run(cluster.clone(), shutdown_rx.clone()));
+    let witness = tokio::spawn(crate::audit::send_witness(cluster.clone(), audit_log.clone(), shutdown_rx.clone()));
     let duties_done = Arc::new(AtomicBool::new(false));
     let admin_state = admin::AdminState {
         cluster: cluster.clone(),
@@ -195,6 +196,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = housekeeping.await;
         let _ = lease.await;
         let _ = prevote.await;
+        let _ = witness.await;
         if let Some(t) = tls_watch {
             let _ = t.await;
         }

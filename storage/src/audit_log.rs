@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 use crate::codec::{decode, encode, CodecError};
 
 const KEY_HEAD: &[u8] = b"\xffhead";
+/// Heads of other nodes' chains that this node has witnessed: `\xfewitness/` and the node id
+/// (8 bytes, big-endian). Outside the chain (not 8-byte keys), so `verify` never reads them.
+const KEY_WITNESS: &[u8] = b"\xfewitness/";
 /// At most this long between fsyncs of the audit log: a process crash loses nothing (RocksDB's
 /// WAL is written per batch), a machine crash at most this much.
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
@@ -43,10 +46,11 @@ fn whole_bytes<S: serde::Serializer>(body: &&[u8], s: S) -> Result<S::Ok, S::Err
     s.serialize_bytes(body)
 }
 
+/// The head of a chain: its last record's number and hash (`seq` 0: an empty chain).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-struct Head {
-    seq: u64,
-    hash: [u8; 32],
+pub struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,10 @@ pub enum ChainBreak {
     Truncated { head: u64, last: u64 },
     #[error("record {seq} cannot be read: {reason}")]
     Unreadable { seq: u64, reason: String },
+    #[error("the log ends at record {last} but other nodes witnessed record {witnessed} (truncated, head rewritten)")]
+    BehindWitness { witnessed: u64, last: u64 },
+    #[error("record {seq} is not the record other nodes witnessed (the chain was rewritten)")]
+    Witness { seq: u64 },
 }
 
 fn chain(prev: &[u8; 32], seq: u64, body: &[u8]) -> [u8; 32] {
@@ -136,6 +144,51 @@ impl AuditLog {
 
     pub fn last_seq(&self) -> u64 {
         self.head.lock().expect("audit head lock").0.seq
+    }
+
+    /// The head as of the last append.
+    pub fn head(&self) -> Head {
+        self.head.lock().expect("audit head lock").0
+    }
+
+    /// Keeps another node's head as witnessed here, unless a later one already is. Returns the
+    /// head witnessed before, so that a node whose chain went backwards can be reported.
+    pub fn witness(&self, node: u64, head: Head) -> Result<Option<Head>, AuditError> {
+        let key = [KEY_WITNESS, &node.to_be_bytes()].concat();
+        let before: Option<Head> = self.db.get(&key)?.map(|b| decode(&b)).transpose()?;
+        if before.is_none_or(|b| head.seq > b.seq) {
+            self.db.put(&key, encode(&head)?)?;
+        }
+        Ok(before)
+    }
+
+    /// The latest head of `node`'s chain that this node has witnessed.
+    pub fn witnessed(&self, node: u64) -> Result<Option<Head>, AuditError> {
+        let key = [KEY_WITNESS, &node.to_be_bytes()].concat();
+        Ok(self.db.get(&key)?.map(|b| decode(&b)).transpose()?)
+    }
+
+    /// Checks this chain against a head of it that another node witnessed: the record it names
+    /// must still be here, with that hash. A chain cut back and given a matching head (which
+    /// [`Self::verify`] alone cannot tell from an intact one) fails here.
+    pub fn check_witnessed(&self, w: Head) -> Result<Result<(), ChainBreak>, AuditError> {
+        if w.seq == 0 {
+            return Ok(Ok(()));
+        }
+        match self.db.get(w.seq.to_be_bytes())? {
+            None => {
+                let last = match self.db.iterator(IteratorMode::End).flatten().find(|(k, _)| k.len() == 8) {
+                    Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes")),
+                    None => 0,
+                };
+                Ok(Err(ChainBreak::BehindWitness { witnessed: w.seq, last }))
+            }
+            Some(v) => match decode::<Record>(&v) {
+                Ok(rec) if rec.hash == w.hash => Ok(Ok(())),
+                Ok(_) => Ok(Err(ChainBreak::Witness { seq: w.seq })),
+                Err(e) => Ok(Err(ChainBreak::Unreadable { seq: w.seq, reason: e.to_string() })),
+            },
+        }
     }
 
     /// Bodies from newest to oldest, while `visit` returns true.
@@ -209,6 +262,21 @@ impl AuditLog {
         }
         Ok(())
     }
+
+    /// Test and tooling access: as [`Self::truncate_after`], and then point the head at the
+    /// last record kept, as a forger who understood the format would: `verify` finds nothing.
+    #[doc(hidden)]
+    pub fn truncate_and_forge_head(&self, seq: u64) -> Result<(), AuditError> {
+        self.truncate_after(seq)?;
+        let hash = match self.db.get(seq.to_be_bytes())? {
+            Some(v) => decode::<Record>(&v)?.hash,
+            None => [0; 32],
+        };
+        let head = Head { seq, hash };
+        self.db.put(KEY_HEAD, encode(&head)?)?;
+        self.head.lock().expect("audit head lock").0 = head;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +318,30 @@ mod tests {
         let (_d, log) = filled(1000);
         log.truncate_after(900).unwrap();
         assert_eq!(log.verify().unwrap(), Err(ChainBreak::Truncated { head: 1000, last: 900 }));
+    }
+
+    #[test]
+    fn a_forged_truncation_is_found_against_a_witnessed_head() {
+        // bad-inputs J4: the last 100 records removed and the head rewritten to match.
+        let (_d, log) = filled(1000);
+        let witnessed = log.head();
+        assert_eq!(log.check_witnessed(witnessed).unwrap(), Ok(()));
+        log.truncate_and_forge_head(900).unwrap();
+        assert_eq!(log.verify().unwrap(), Ok(900), "the chain alone looks intact");
+        assert_eq!(
+            log.check_witnessed(witnessed).unwrap(),
+            Err(ChainBreak::BehindWitness { witnessed: 1000, last: 900 })
+        );
+        // Rewritten instead of cut: the witnessed record is there with another hash.
+        let (_d2, other) = filled(1000);
+        other.tamper_body(1000, b"{\"event\":0}".to_vec()).unwrap();
+        let forged = Head { seq: 1000, hash: [1; 32] };
+        assert_eq!(other.check_witnessed(forged).unwrap(), Err(ChainBreak::Witness { seq: 1000 }));
+        // Witnessed heads only move forward; the one before is returned.
+        assert_eq!(log.witness(7, Head { seq: 5, hash: [5; 32] }).unwrap(), None);
+        assert_eq!(log.witness(7, Head { seq: 3, hash: [3; 32] }).unwrap().map(|h| h.seq), Some(5));
+        assert_eq!(log.witnessed(7).unwrap().map(|h| h.seq), Some(5));
+        assert_eq!(log.verify().unwrap(), Ok(900), "witnessed heads are outside the chain");
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod log_store;
 mod snapshot;
 mod state_machine;
 
-pub use audit_log::{AuditError, AuditLog, ChainBreak};
+pub use audit_log::{AuditError, AuditLog, ChainBreak, Head as ChainHead};
 pub use codec::{decode, decode_body, encode, encode_versioned, split_version, CodecError, FORMAT_VERSION};
 pub use db::{open, StorageOpenError, CF_LOG, CF_META, CF_SM_META, CF_STATE};
 pub use log_store::RocksLogStore;

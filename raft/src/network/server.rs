@@ -44,6 +44,11 @@ pub fn reply<T: Serialize>(value: &T) -> Response {
 /// Decodes an envelope and checks that it is meant for this incarnation of this node, from the
 /// incarnation of the sender that the cluster registered.
 pub fn open<T: DeserializeOwned>(cluster: &Cluster, body: &[u8]) -> Result<T, Response> {
+    open_from(cluster, body).map(|(_, body)| body)
+}
+
+/// As [`open`], with the id of the node that sent it (checked against its registered data dir).
+pub fn open_from<T: DeserializeOwned>(cluster: &Cluster, body: &[u8]) -> Result<(crate::NodeId, T), Response> {
     let env: Envelope<T> = decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())?;
     if env.to != cluster.id {
         return Err((StatusCode::CONFLICT, format!("this is node {}, not node {}", cluster.id, env.to)).into_response());
@@ -62,7 +67,7 @@ pub fn open<T: DeserializeOwned>(cluster: &Cluster, body: &[u8]) -> Result<T, Re
             (StatusCode::CONFLICT, format!("node {} is registered with another data dir", env.from)).into_response()
         );
     }
-    Ok(env.body)
+    Ok((env.from, env.body))
 }
 
 async fn append(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
