@@ -311,23 +311,34 @@ async fn websocket_handshakes_become_tunnels() {
     let plain = up.heads().into_iter().rev().find(|h| h.contains("/orders/ok")).unwrap();
     assert!(!plain.contains("upgrade") && !plain.contains("http2-settings"), "{plain}");
 
-    // Every handshake was audited with its answer.
+    // Every handshake was audited with its answer, and the tunnel's end with how it ended, how
+    // long it lasted and the bytes it carried: in, `early|` and `ping`; out, the upstream's
+    // greeting and the two echoes.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let (_, audit) = c.get(1, "/v1/audit?limit=1000").await.unwrap();
-        let statuses: Vec<u64> = audit["events"]
+        let events: Vec<&serde_json::Value> = audit["events"]
             .as_array()
             .unwrap()
             .iter()
             .filter(|v| v["path"].as_str().is_some_and(|p| p.starts_with("/orders/ws-")))
-            .filter_map(|v| v["status"].as_u64())
             .collect();
-        let mut sorted = statuses.clone();
-        sorted.sort_unstable();
-        if sorted == [101, 401, 403, 403] {
+        let mut seen: Vec<(u64, String)> =
+            events.iter().map(|v| (v["status"].as_u64().unwrap(), v["reason"].as_str().unwrap().to_string())).collect();
+        seen.sort_unstable();
+        if seen.len() == 5 {
+            let statuses: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+            assert_eq!(statuses, [101, 101, 401, 403, 403], "{seen:?}");
+            let closed = events.iter().find(|v| v["reason"] == "tunnel_idle").expect("the tunnel's end is audited");
+            assert_eq!((closed["bytes_in"].as_u64(), closed["bytes_out"].as_u64()), (Some(10), Some(30)), "{closed}");
+            assert!(closed["latency_us"].as_u64().unwrap() >= 1_500_000, "lasted past the idle timeout: {closed}");
+            assert_eq!(closed["consumer"], "acme");
+            let opened = events.iter().find(|v| v["status"] == 101 && v["reason"] == "ok").unwrap();
+            assert_eq!(opened["key_id"], closed["key_id"]);
+            assert!(opened["bytes_in"].is_null(), "{opened}");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "audit statuses {statuses:?}");
+        assert!(tokio::time::Instant::now() < deadline, "audit {seen:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -243,6 +243,8 @@ async fn deliver(
         latency_us: started.elapsed().as_micros() as u64,
         client_ip: String::new(),
         policy_version: version,
+        bytes_in: None,
+        bytes_out: None,
     });
 }
 

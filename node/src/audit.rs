@@ -45,8 +45,8 @@ const RAFT_WITNESSED_PATH: &str = "/raft/audit/witnessed";
 /// the last witnessed head can be cut without trace; this bounds that window.
 const WITNESS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Format version of stored audit events. 2 added `raw_path`; records written as version 1
-/// read back with none. Every other persisted value is still `raftgate_storage::FORMAT_VERSION`.
+/// Format version of stored audit events. 2 added `raw_path`, `bytes_in` and `bytes_out`;
+/// records written as version 1 read back with none. Every other persisted value is still `raftgate_storage::FORMAT_VERSION`.
 const EVENT_FORMAT: u8 = 2;
 
 /// An audit event as format 1 stored it and as nodes before format 2 exchange it.
@@ -86,6 +86,8 @@ impl From<AuditEventV1> for AuditEvent {
             latency_us: e.latency_us,
             client_ip: e.client_ip,
             policy_version: e.policy_version,
+            bytes_in: None,
+            bytes_out: None,
         }
     }
 }
@@ -534,6 +536,8 @@ pub async fn record_admin(State(state): State<AdminState>, req: Request, next: N
             latency_us: started.elapsed().as_micros() as u64,
             client_ip,
             policy_version: state.cluster.view.load().policy.version,
+            bytes_in: None,
+            bytes_out: None,
         });
     }
     resp
@@ -578,6 +582,8 @@ mod tests {
             latency_us: 812,
             client_ip: "10.0.0.7".into(),
             policy_version: 41,
+            bytes_in: None,
+            bytes_out: None,
         }
     }
 

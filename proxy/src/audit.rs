@@ -51,7 +51,16 @@ pub struct AuditEvent {
     pub client_ip: String,
     /// The applied log index of the policy that decided.
     pub policy_version: u64,
+    /// Bytes the client sent through a WebSocket tunnel, and bytes it was sent: on the event
+    /// that closes one (`tunnel_*` reasons) only. Added in format version 2.
+    pub bytes_in: Option<u64>,
+    pub bytes_out: Option<u64>,
 }
+
+/// The handshake's event, carried on a 101 response to the server leg, which records it again
+/// when the tunnel ends ([`crate::gateway::Gateway::tunnel_closed`]).
+#[derive(Debug, Clone)]
+pub struct TunnelAudit(pub AuditEvent);
 
 /// The sending side, cloned into every request handler.
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode};
 
-use crate::audit::{AuditEvent, AuditQueue};
+use crate::audit::{AuditEvent, AuditQueue, TunnelAudit};
 use crate::canonical::canonicalize;
 use crate::clock::now_ms;
 use crate::deny::Deny;
@@ -111,7 +111,7 @@ impl Gateway {
         let mut facts = Facts::default();
         // Formatted once: the rate-limit subject, X-Forwarded-For and the audit event share it.
         let ip = headers::ip_text(client_ip);
-        let (resp, reason) = match self.run(req, &policy, now, client_ip, &ip, &mut facts).await {
+        let (mut resp, reason) = match self.run(req, &policy, now, client_ip, &ip, &mut facts).await {
             Ok(resp) if facts.stale => (resp, "ok_stale_policy"),
             Ok(resp) => (resp, "ok"),
             Err(deny) => {
@@ -135,7 +135,7 @@ impl Gateway {
             .get_or_create(&RequestLabels { route: RouteLabel(facts.route.clone()), decision, status })
             .inc();
         self.metrics.latency_seconds.observe(elapsed.as_secs_f64());
-        self.audit.record(AuditEvent {
+        let event = AuditEvent {
             ts_ms: now + elapsed.as_millis() as u64,
             node_id: self.cfg.node_id,
             kind: Cow::Borrowed("access"),
@@ -151,8 +151,26 @@ impl Gateway {
             latency_us: elapsed.as_micros() as u64,
             client_ip: ip,
             policy_version: policy.version,
-        });
+            bytes_in: None,
+            bytes_out: None,
+        };
+        if status == 101 {
+            resp.extensions_mut().insert(TunnelAudit(event.clone()));
+        }
+        self.audit.record(event);
         resp
+    }
+
+    /// Records the end of a WebSocket tunnel: the handshake's event again, with how the tunnel
+    /// ended, how long it lasted and the bytes it carried each way.
+    pub fn tunnel_closed(&self, handshake: TunnelAudit, closed: crate::tunnel::Closed) {
+        let TunnelAudit(mut e) = handshake;
+        e.ts_ms = now_ms();
+        e.reason = Cow::Borrowed(closed.reason);
+        e.latency_us = closed.lasted.as_micros() as u64;
+        e.bytes_in = Some(closed.bytes_in);
+        e.bytes_out = Some(closed.bytes_out);
+        self.audit.record(e);
     }
 
     async fn run(
@@ -387,6 +405,8 @@ impl Gateway {
             latency_us: 0,
             client_ip: headers::ip_text(peer.ip()),
             policy_version: version,
+            bytes_in: None,
+            bytes_out: None,
         });
     }
 

@@ -363,9 +363,14 @@ pub async fn serve<IO>(
             if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
                 return;
             }
+            let handshake = resp.extensions_mut().remove::<crate::audit::TunnelAudit>();
             let client = crate::tunnel::Own { io: Box::new(io), early: buf.split().freeze() };
             let open = gateway.metrics.tunnels_open.clone();
-            return crate::tunnel::run(tunnel, client, settings.idle_timeout, shutdown, open).await;
+            let closed = crate::tunnel::run(tunnel, client, settings.idle_timeout, shutdown, open).await;
+            if let Some(handshake) = handshake {
+                gateway.tunnel_closed(handshake, closed);
+            }
+            return;
         }
         match write_response(&mut io, resp, is_head, keep_alive, http10, &mut out).await {
             Ok(true) if keep_alive => {}

@@ -72,35 +72,61 @@ impl Tunnel {
     }
 }
 
+/// How a tunnel ended, for the event that records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Closed {
+    /// `tunnel_closed` (a side closed), `tunnel_failed` (an I/O error), `tunnel_idle` (nothing
+    /// either way for the idle timeout) or `tunnel_shutdown` (the node is stopping).
+    pub reason: &'static str,
+    pub lasted: Duration,
+    /// Bytes from the client to the upstream, and from the upstream to the client.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
 /// Joins the two connections until one side closes (the other is then shut down for writing and
 /// drained), neither has sent anything for `idle`, or `shutdown` is signalled. `open` counts the
 /// tunnels running. `client` is the client's connection, handed over by the server leg.
-pub async fn run(t: Tunnel, client: Own, idle: Duration, mut shutdown: watch::Receiver<bool>, open: Gauge) {
+pub async fn run(t: Tunnel, client: Own, idle: Duration, mut shutdown: watch::Receiver<bool>, open: Gauge) -> Closed {
+    let started = std::time::Instant::now();
     open.inc();
-    join(t, client, idle, &mut shutdown).await;
+    let last = Arc::new(AtomicU64::new(mono_ms()));
+    let mut client =
+        Watched { io: client.io, last: last.clone(), read: client.early.len() as u64, early: client.early };
+    let mut upstream = Watched { io: t.upstream, last, read: t.early.len() as u64, early: t.early };
+    let reason = join(&mut client, &mut upstream, idle, &mut shutdown).await;
     open.dec();
+    Closed { reason, lasted: started.elapsed(), bytes_in: client.read, bytes_out: upstream.read }
 }
 
-async fn join(t: Tunnel, own: Own, idle: Duration, shutdown: &mut watch::Receiver<bool>) {
-    let (client, to_upstream) = (own.io, own.early);
-    let last = Arc::new(AtomicU64::new(mono_ms()));
-    let mut client = Watched { io: client, last: last.clone() };
-    let mut upstream = Watched { io: t.upstream, last: last.clone() };
-    if !t.early.is_empty() {
+async fn join(
+    client: &mut Watched<Box<dyn ClientIo>>,
+    upstream: &mut Watched<TcpStream>,
+    idle: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> &'static str {
+    let failed = |e: std::io::Error| {
+        tracing::debug!(error = %e, "tunnel failed");
+        "tunnel_failed"
+    };
+    if !upstream.early.is_empty() {
+        let early = std::mem::take(&mut upstream.early);
         let sent = async {
-            client.write_all(&t.early).await?;
+            client.write_all(&early).await?;
             client.flush().await
         };
         if let Err(e) = sent.await {
-            return tracing::debug!(error = %e, "tunnel failed");
+            return failed(e);
         }
     }
-    if !to_upstream.is_empty() {
-        if let Err(e) = upstream.write_all(&to_upstream).await {
-            return tracing::debug!(error = %e, "tunnel failed");
+    if !client.early.is_empty() {
+        let early = std::mem::take(&mut client.early);
+        if let Err(e) = upstream.write_all(&early).await {
+            return failed(e);
         }
     }
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let last = client.last.clone();
+    let copy = tokio::io::copy_bidirectional(client, upstream);
     tokio::pin!(copy);
     let check_every = (idle / 4).max(Duration::from_millis(25));
     let mut check = tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
@@ -108,23 +134,33 @@ async fn join(t: Tunnel, own: Own, idle: Duration, shutdown: &mut watch::Receive
     loop {
         tokio::select! {
             r = &mut copy => return match r {
-                Ok((to_upstream, to_client)) => tracing::debug!(to_upstream, to_client, "tunnel closed"),
-                Err(e) => tracing::debug!(error = %e, "tunnel failed"),
+                Ok((to_upstream, to_client)) => {
+                    tracing::debug!(to_upstream, to_client, "tunnel closed");
+                    "tunnel_closed"
+                }
+                Err(e) => failed(e),
             },
-            _ = shutdown.wait_for(|s| *s) => return tracing::debug!("tunnel closed for shutdown"),
+            _ = shutdown.wait_for(|s| *s) => {
+                tracing::debug!("tunnel closed for shutdown");
+                return "tunnel_shutdown";
+            }
             _ = check.tick() => {
                 if mono_ms().saturating_sub(last.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {
-                    return tracing::debug!(?idle, "tunnel closed: idle");
+                    tracing::debug!(?idle, "tunnel closed: idle");
+                    return "tunnel_idle";
                 }
             }
         }
     }
 }
 
-/// A connection whose reads mark the tunnel as active.
+/// A connection whose reads mark the tunnel as active and are counted (with the bytes that came
+/// before the switch, `early`, which go to the other side first).
 struct Watched<T> {
     io: T,
     last: Arc<AtomicU64>,
+    read: u64,
+    early: Bytes,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
@@ -133,6 +169,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.last.store(mono_ms(), Ordering::Relaxed);
+            self.read += (buf.filled().len() - before) as u64;
         }
         r
     }
