@@ -78,6 +78,21 @@ async fn one_policy_enforced_by_every_node() {
         assert_eq!(v["ok"], true, "node {id}: {v}");
     }
     assert_eq!(all["unreachable_nodes"], json!([]));
+
+    // Every node exports its commit index beside its applied index; nothing is applied that is
+    // not committed.
+    for id in &ids {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let commit = c.metric(*id, "raftgate_raft_commit_index").await.unwrap();
+            let applied = c.metric(*id, "raftgate_raft_applied_index").await.unwrap();
+            if commit >= applied && applied > 20.0 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {id}: commit {commit}, applied {applied}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// bad-inputs J4: a node's audit chain cut back by 100 records, with its head rewritten to match

@@ -38,6 +38,8 @@ use raftgate_storage::AuditLog;
 #[derive(Clone)]
 pub struct AdminState {
     pub cluster: Arc<Cluster>,
+    /// The committed log index as this node's log store last saved it (`raftgate_raft_commit_index`).
+    pub commit_index: Arc<std::sync::atomic::AtomicU64>,
     pub node_id: u64,
     /// This node's audit store, for queries and verification.
     pub audit: Arc<AuditLog>,

@@ -63,6 +63,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let db = raftgate_storage::open(&config.data_dir.join("db"))?;
     let log_store = RocksLogStore::new(db.clone());
+    let commit_index = log_store.committed_index();
     let app = GatewayApp::new();
     let view = app.view();
     let policy = app.policy();
@@ -156,6 +157,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let witness = tokio::spawn(crate::audit::send_witness(cluster.clone(), audit_log.clone(), shutdown_rx.clone()));
     let duties_done = Arc::new(AtomicBool::new(false));
     let admin_state = admin::AdminState {
+        commit_index,
         cluster: cluster.clone(),
         node_id: config.id,
         audit: audit_log.clone(),

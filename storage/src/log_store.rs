@@ -6,6 +6,7 @@
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -28,12 +29,15 @@ const LOG_KEY_END: &[u8] = &[0xff; 9];
 pub struct RocksLogStore<C: RaftTypeConfig> {
     /// The node's one database, shared with the state machine store.
     db: Arc<DB>,
+    /// The committed index as last saved (or read at startup), for metrics: openraft 0.9's
+    /// metrics do not carry it.
+    committed: Arc<AtomicU64>,
     _c: PhantomData<C>,
 }
 
 impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
     fn clone(&self) -> Self {
-        Self { db: self.db.clone(), _c: PhantomData }
+        Self { db: self.db.clone(), committed: self.committed.clone(), _c: PhantomData }
     }
 }
 
@@ -52,7 +56,12 @@ where
     C::Entry: Serialize + DeserializeOwned,
 {
     pub fn new(db: Arc<DB>) -> Self {
-        Self { db, _c: PhantomData }
+        Self { db, committed: Arc::default(), _c: PhantomData }
+    }
+
+    /// The committed log index this store last saved: a handle that follows it.
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed.clone()
     }
 
     fn cf_log(&self) -> &rocksdb::ColumnFamily {
@@ -154,11 +163,15 @@ where
     async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> Result<(), StorageError<C::NodeId>> {
         // Synced like the rest: it is one small write per commit advance, and a committed id that
         // survives a crash lets the node re-apply up to it at once on restart.
-        self.put_meta_synced(KEY_COMMITTED, &committed, Point::Committed, StorageIOError::write)
+        self.put_meta_synced(KEY_COMMITTED, &committed, Point::Committed, StorageIOError::write)?;
+        self.committed.store(committed.as_ref().map_or(0, |c| c.index), Ordering::Relaxed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
-        Ok(self.get_meta::<Option<LogId<C::NodeId>>>(KEY_COMMITTED)?.flatten())
+        let committed = self.get_meta::<Option<LogId<C::NodeId>>>(KEY_COMMITTED)?.flatten();
+        self.committed.store(committed.as_ref().map_or(0, |c| c.index), Ordering::Relaxed);
+        Ok(committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<C::NodeId>>

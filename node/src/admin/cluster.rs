@@ -134,6 +134,12 @@ pub async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     gauge(&mut registry, "raft_last_log_index", "Index of the last log entry", m.last_log_index.unwrap_or(0) as i64);
     gauge(
         &mut registry,
+        "raft_commit_index",
+        "Index of the last entry this node knows to be committed",
+        state.commit_index.load(std::sync::atomic::Ordering::Relaxed) as i64,
+    );
+    gauge(
+        &mut registry,
         "raft_applied_index",
         "Index of the last applied entry",
         m.last_applied.map(|l| l.index).unwrap_or(0) as i64,
