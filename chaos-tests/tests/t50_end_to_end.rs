@@ -5,18 +5,24 @@
 
 use std::time::Duration;
 
-use chaos_tests::fixture::install;
+use chaos_tests::fixture::{install, Fixture};
 use chaos_tests::{EchoUpstream, TestCluster};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_policy_enforced_by_every_node() {
+/// Three nodes with the test policy installed and applied everywhere, and its upstream.
+async fn three_nodes() -> (TestCluster, EchoUpstream, Fixture, Vec<u64>) {
     let c = TestCluster::start(3, &[]).await.unwrap();
     c.wait_leader(Duration::from_secs(10)).await.unwrap();
     let up = EchoUpstream::start().await;
     let f = install(&c, &up.url()).await;
     let ids: Vec<u64> = c.nodes.keys().copied().collect();
     c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
+    (c, up, f, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_policy_enforced_by_every_node() {
+    let (c, up, f, ids) = three_nodes().await;
     let http = reqwest::Client::new();
     let get = |id: u64, path: &str, key: &str| {
         http.get(format!("{}{path}", c.nodes[&id].proxy_url())).bearer_auth(key.to_string()).send()
@@ -100,12 +106,8 @@ async fn one_policy_enforced_by_every_node() {
 /// witnessed before the cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_cut_back_with_a_forged_head_is_found_by_its_peers() {
-    let mut c = TestCluster::start(3, &[]).await.unwrap();
-    c.wait_leader(Duration::from_secs(10)).await.unwrap();
-    let up = EchoUpstream::start().await;
-    let f = install(&c, &up.url()).await;
-    let ids: Vec<u64> = c.nodes.keys().copied().collect();
-    c.wait_converged(&ids, Duration::from_secs(10)).await.unwrap();
+    // `_up` keeps the upstream serving until the test ends.
+    let (mut c, _up, f, _) = three_nodes().await;
     let http = reqwest::Client::new();
     let url = format!("{}/orders/1", c.nodes[&3].proxy_url());
     for _ in 0..150 {
