@@ -407,7 +407,16 @@ pub async fn send_witness(cluster: Arc<Cluster>, log: Arc<AuditLog>, mut shutdow
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let head = log.head();
+        // Only a head on disk: one a power loss could take back would read as a truncation.
+        let l = log.clone();
+        let head = match tokio::task::spawn_blocking(move || l.durable_head()).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "audit head could not be synced; not sent to peers");
+                continue;
+            }
+            Err(_) => continue,
+        };
         if head.seq == 0 {
             continue;
         }

@@ -92,8 +92,10 @@ fn chain(prev: &[u8; 32], seq: u64, body: &[u8]) -> [u8; 32] {
 
 pub struct AuditLog {
     db: DB,
-    /// The chain head, advanced by `append` under this lock.
+    /// The chain head, advanced by `append` under this lock, and when the log was last synced.
     head: Mutex<(Head, Instant)>,
+    /// The head as of the last synced write: what survives a power loss.
+    durable: Mutex<Head>,
 }
 
 impl AuditLog {
@@ -116,7 +118,8 @@ impl AuditLog {
             Some(b) => decode(&b)?,
             None => Head { seq: 0, hash: [0; 32] },
         };
-        Ok(Self { db, head: Mutex::new((head, Instant::now())) })
+        // What was read from disk has survived whatever came before.
+        Ok(Self { db, head: Mutex::new((head, Instant::now())), durable: Mutex::new(head) })
     }
 
     /// Appends bodies in order; returns the sequence number of the last one.
@@ -139,6 +142,9 @@ impl AuditLog {
         opts.set_sync(sync);
         self.db.write_opt(batch, &opts)?;
         *guard = (head, if sync { Instant::now() } else { last_sync });
+        if sync {
+            *self.durable.lock().expect("audit durable lock") = head;
+        }
         Ok(head.seq)
     }
 
@@ -149,6 +155,22 @@ impl AuditLog {
     /// The head as of the last append.
     pub fn head(&self) -> Head {
         self.head.lock().expect("audit head lock").0
+    }
+
+    /// The head as of the last append, once it is on disk: syncs the log first if the last
+    /// appends were not. This is the head peers witness, so that a power loss (which may take
+    /// the last unsynced appends) never leaves a node behind what its peers saw.
+    pub fn durable_head(&self) -> Result<Head, AuditError> {
+        let head = self.head();
+        if *self.durable.lock().expect("audit durable lock") != head {
+            // Syncs every write that has returned, `head`'s among them.
+            self.db.flush_wal(true)?;
+            let mut durable = self.durable.lock().expect("audit durable lock");
+            if head.seq > durable.seq {
+                *durable = head;
+            }
+        }
+        Ok(*self.durable.lock().expect("audit durable lock"))
     }
 
     /// Keeps another node's head as witnessed here, unless a later one already is. Returns the
@@ -324,7 +346,8 @@ mod tests {
     fn a_forged_truncation_is_found_against_a_witnessed_head() {
         // bad-inputs J4: the last 100 records removed and the head rewritten to match.
         let (_d, log) = filled(1000);
-        let witnessed = log.head();
+        let witnessed = log.durable_head().unwrap();
+        assert_eq!(witnessed, log.head(), "the head once synced");
         assert_eq!(log.check_witnessed(witnessed).unwrap(), Ok(()));
         log.truncate_and_forge_head(900).unwrap();
         assert_eq!(log.verify().unwrap(), Ok(900), "the chain alone looks intact");
