@@ -440,81 +440,88 @@ pub async fn send_witness(cluster: Arc<Cluster>, log: Arc<AuditLog>, mut shutdow
     }
 }
 
-/// The audit query on the Raft listener, answered from this node's store only: in today's
-/// shape, and in format 1's for peers not yet upgraded.
+/// What the audit paths on the Raft listener answer from.
+#[derive(Clone)]
+struct Peer {
+    cluster: Arc<Cluster>,
+    log: Arc<AuditLog>,
+}
+
+/// The audit paths on the Raft listener, answered from this node's store only: the event query
+/// (in today's shape, and in format 1's for peers not yet upgraded) and the witnessed heads.
 pub fn raft_routes(cluster: Arc<Cluster>, log: Arc<AuditLog>) -> axum::Router {
-    let answer = |cluster: Arc<Cluster>, log: Arc<AuditLog>, body: Bytes, v1: bool| async move {
-        match open::<Filter>(&cluster, &body) {
-            Ok(f) => {
-                let events = tokio::task::spawn_blocking(move || local_events(&log, &f)).await.unwrap_or_default();
-                if v1 {
-                    reply(&events.into_iter().map(AuditEventV1::from).collect::<Vec<_>>())
-                } else {
-                    reply(&events)
-                }
-            }
-            Err(r) => r,
-        }
-    };
-    let (c1, l1) = (cluster.clone(), log.clone());
-    let (c2, l2) = (cluster.clone(), log.clone());
-    let (c3, l3) = (cluster.clone(), log.clone());
-    let witness = move |body: Bytes| {
-        let (cluster, log) = (c2.clone(), l2.clone());
-        async move {
-            // Bound to the sender the envelope names: a node can only speak for its own chain.
-            match open_from::<ChainHead>(&cluster, &body) {
-                Ok((from, head)) => match tokio::task::spawn_blocking(move || log.witness(from, head)).await {
-                    Ok(Ok(Some(before))) if before.seq > head.seq => {
-                        tracing::error!(
-                            node = from,
-                            witnessed = before.seq,
-                            now = head.seq,
-                            "a node's audit chain went backwards (truncated?); its verify will fail"
-                        );
-                        reply(&())
-                    }
-                    Ok(Ok(_)) => reply(&()),
-                    Ok(Err(e)) => reply_error(e.to_string()),
-                    Err(e) => reply_error(e.to_string()),
-                },
-                Err(r) => r,
-            }
-        }
-    };
-    let witnessed = move |body: Bytes| {
-        let (cluster, log) = (c3.clone(), l3.clone());
-        async move {
-            match open::<u64>(&cluster, &body) {
-                Ok(node) => match tokio::task::spawn_blocking(move || log.witnessed(node)).await {
-                    Ok(Ok(h)) => reply(&h),
-                    Ok(Err(e)) => reply_error(e.to_string()),
-                    Err(e) => reply_error(e.to_string()),
-                },
-                Err(r) => r,
-            }
-        }
-    };
+    use axum::routing::post;
     axum::Router::new()
-        .route(RAFT_WITNESS_PATH, axum::routing::post(witness))
-        .route(RAFT_WITNESSED_PATH, axum::routing::post(witnessed))
-        .route(
-            RAFT_AUDIT_PATH,
-            axum::routing::post(move |body: Bytes| answer(cluster.clone(), log.clone(), body, false)),
-        )
-        .route(RAFT_AUDIT_PATH_V1, axum::routing::post(move |body: Bytes| answer(c1.clone(), l1.clone(), body, true)))
+        .route(RAFT_AUDIT_PATH, post(|p: State<Peer>, body: Bytes| events(p, body, false)))
+        .route(RAFT_AUDIT_PATH_V1, post(|p: State<Peer>, body: Bytes| events(p, body, true)))
+        .route(RAFT_WITNESS_PATH, post(witness))
+        .route(RAFT_WITNESSED_PATH, post(witnessed))
+        .with_state(Peer { cluster, log })
 }
 
-fn reply_error(why: String) -> Response {
-    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, why).into_response()
+async fn events(State(p): State<Peer>, body: Bytes, v1: bool) -> Response {
+    let f = match open::<Filter>(&p.cluster, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let events = tokio::task::spawn_blocking(move || local_events(&p.log, &f)).await.unwrap_or_default();
+    if v1 {
+        reply(&events.into_iter().map(AuditEventV1::from).collect::<Vec<_>>())
+    } else {
+        reply(&events)
+    }
 }
 
-/// Records every admin request (but health, metrics and audit reads) as an `admin` event.
+async fn witness(State(p): State<Peer>, body: Bytes) -> Response {
+    // Bound to the sender the envelope names: a node can only speak for its own chain.
+    let (from, head) = match open_from::<ChainHead>(&p.cluster, &body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    match blocking(move || p.log.witness(from, head)).await {
+        Ok(Some(before)) if before.seq > head.seq => {
+            tracing::error!(
+                node = from,
+                witnessed = before.seq,
+                now = head.seq,
+                "a node's audit chain went backwards (truncated?); its verify will fail"
+            );
+            reply(&())
+        }
+        Ok(_) => reply(&()),
+        Err(r) => r,
+    }
+}
+
+async fn witnessed(State(p): State<Peer>, body: Bytes) -> Response {
+    let node = match open::<u64>(&p.cluster, &body) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    match blocking(move || p.log.witnessed(node)).await {
+        Ok(h) => reply(&h),
+        Err(r) => r,
+    }
+}
+
+/// Runs a store call off the runtime; a failure is a 500 naming it.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, raftgate_storage::AuditError> + Send + 'static,
+) -> Result<T, Response> {
+    let error = |why: String| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, why).into_response();
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(error(e.to_string())),
+        Err(e) => Err(error(e.to_string())),
+    }
+}
+
 /// Set on a response by a handler that acted for an API key (self-service), so that the admin
 /// audit event names the key.
 #[derive(Clone)]
 pub struct AuditKeyId(pub String);
 
+/// Records every admin request (but health, metrics and audit reads) as an `admin` event.
 pub async fn record_admin(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().to_string();

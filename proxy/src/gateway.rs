@@ -455,10 +455,6 @@ fn wants_websocket(parts: &http::request::Parts) -> bool {
             .any(|v| headers::connection_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")))
 }
 
-/// Refuses ambiguous HTTP/1 framing (request smuggling, RFC 9112 §6.1): Content-Length together
-/// with Transfer-Encoding, Transfer-Encoding other than exactly `chunked`, more than one of
-/// either, or Transfer-Encoding on HTTP/1.0. The connection is closed after the 400, because
-/// the server can no longer know where the next request starts.
 /// The request-target as sent, put on a request by the HTTP/1 leg when it holds a `#`.
 #[derive(Debug, Clone)]
 pub struct TargetWithFragment(pub bytes::Bytes);
@@ -468,6 +464,10 @@ fn cut(path: &str) -> String {
     path.chars().take(512).collect()
 }
 
+/// Refuses ambiguous HTTP/1 framing (request smuggling, RFC 9112 §6.1): Content-Length together
+/// with Transfer-Encoding, Transfer-Encoding other than exactly `chunked`, more than one of
+/// either, or Transfer-Encoding on HTTP/1.0. The connection is closed after the 400, because
+/// the server can no longer know where the next request starts.
 fn check_framing(req: &Request<ClientBody>) -> Result<(), Deny> {
     let h = req.headers();
     let te: Vec<_> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();

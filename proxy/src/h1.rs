@@ -324,7 +324,7 @@ pub async fn serve<IO>(
         if framing == Framing::Length(0) {
             framing = Framing::Done;
         }
-        let (resp, body_done) = if framing == Framing::Done {
+        let (mut resp, body_done) = if framing == Framing::Done {
             // Only a handshake can become a tunnel (the gateway decides whether it is one).
             if req.headers().contains_key(http::header::UPGRADE) {
                 req.extensions_mut().insert(crate::tunnel::Switchable);
@@ -353,7 +353,6 @@ pub async fn serve<IO>(
         // next request's start is unknown.
         let body_done = body_done || skip_buffered(&mut framing, &mut buf);
         keep_alive &= body_done && !*shutdown.borrow();
-        let mut resp = resp;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(tunnel) = crate::tunnel::Tunnel::take(&mut resp) else {
                 return;
@@ -479,10 +478,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     out: &mut Vec<u8>,
 ) -> std::io::Result<bool> {
     let status = resp.status();
-    let declared = resp
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.trim().parse::<u64>().ok());
+    let declared = resp.headers().get(CONTENT_LENGTH).and_then(|v| crate::framing::content_length(v.as_bytes()));
     let hint = resp.body().size_hint().exact();
     let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {

@@ -474,7 +474,6 @@ struct Shared {
     gateway: Arc<Gateway>,
     h2: auto::Builder<TokioExecutor>,
     h1: crate::h1::Settings,
-    idle: Duration,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -503,7 +502,7 @@ where
         });
         let io = TokioIo::new(Prefixed { first: buf.freeze(), io });
         let conn = s.h2.serve_connection(io, svc).into_owned();
-        drive(conn, activity, s.idle, s.shutdown, peer).await;
+        drive(conn, activity, s.h1.idle_timeout, s.shutdown, peer).await;
     } else if !buf.is_empty() {
         crate::h1::serve(io, buf, peer, s.gateway, s.h1, s.shutdown).await;
     }
@@ -536,7 +535,6 @@ async fn serve_connections(
             idle_timeout: cfg.idle_timeout,
             over_tls: cfg.tls.is_some(),
         },
-        idle: cfg.idle_timeout,
         shutdown: shutdown.clone(),
     };
     loop {
