@@ -70,7 +70,8 @@ run() {
     echo "$name $rps $p99 $wrk_ticks"
 }
 # The noise gate (benchmarks.md §5): the machine's busy, softirq and steal jiffies (all CPUs).
-stat_cpu() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $8, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# Fields: busy, softirq, steal, all, idle (idle + iowait); in ticks.
+stat_cpu() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $8, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
 UP_WORKERS=$(pgrep -P "$(cat "$W/upstream.conf.pid")" | tr '\n' ' ')
 declare -A SUM SPLIT
 median() { echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -101,9 +102,17 @@ for r in $(seq 1 "$ROUNDS"); do
         # this VM the processes' own times include what the hypervisor stole from them
         # (subtracting it left foreign CPU at minus the steal, case after case).
         noise=$(echo "$c0 $c1" | awk -v known=$((t1 - t0 + n1 - n0 + u1 - u0 + wrk_ticks)) '{
-            busy = $5 - $1; soft = $7 - $3; steal = $6 - $2; all = $8 - $4
+            busy = $6 - $1; soft = $8 - $3; steal = $7 - $2; all = $9 - $4
             if (all <= 0) all = 1
             printf "foreign %.1f%% steal %.1f%%", 100 * (busy - soft - known) / all, 100 * steal / all }')
+        # The whole machine's CPU per request in this case, by whom (µs; 100 ticks a second):
+        # the proxy under test, the upstream, wrk, softirq (both TCP legs), and what stayed idle.
+        # A proxy that costs the others more per request, or leaves CPU idle, shows here.
+        sut=0; [ "$case" = nginx ] && sut=$((n1 - n0)); [ "$case" != direct ] && [ "$case" != nginx ] && sut=$((t1 - t0))
+        budget=$(echo "$c0 $c1" | awk -v r="$rps" -v s="$SECS" -v sut="$sut" -v up=$((u1 - u0)) -v w="$wrk_ticks" '{
+            n = r * s; if (n <= 0) n = 1; f = 10000 / n
+            printf "µs/req: sut %.1f upstream %.1f wrk %.1f softirq %.1f idle %.1f steal %.1f all %.1f",
+                sut * f, up * f, w * f, ($8 - $3) * f, ($10 - $5) * f, ($7 - $2) * f, ($9 - $4) * f }')
         # Where the CPU went, summed over the rounds: ticks and requests served.
         if [ "$case" = raftgate ]; then
             SPLIT[rg]=$(echo "${SPLIT[rg]:-0 0 0 0 0}" $s0 $s1 "$rps" | awk -v s="$SECS" '{
@@ -113,6 +122,7 @@ for r in $(seq 1 "$ROUNDS"); do
                 printf "%d %d %d %d %.0f", $1 + $10 - $6, $2 + $11 - $7, $3 + $12 - $8, $4 + $13 - $9, $5 + $14 * s }')
         fi
         echo "round $r: $(echo "$line" | cut -d' ' -f1-3)  raftgate-cpu-ticks=$((t1 - t0)) nginx-proxy-cpu-ticks=$((n1 - n0)) $noise load $(cut -d' ' -f1 /proc/loadavg)"
+        echo "         $budget"
         SUM[$case]="${SUM[$case]:-} $rps"
         declare "R_${case}=$rps"
         if [ "$case" = nginx ]; then

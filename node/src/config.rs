@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Proxy connections open at once from one client IP; trusted proxies exempt [default: 256].
     #[arg(long)]
     pub proxy_connections_per_ip_max: Option<u32>,
+    /// Threads serving the proxy listener, each with its own event loop; 0 = one per CPU the
+    /// process may run on [default: 0].
+    #[arg(long)]
+    pub proxy_threads: Option<usize>,
     /// A request body must arrive completely within this time, or 408 [default: 30000].
     #[arg(long)]
     pub proxy_body_read_timeout_ms: Option<u64>,
@@ -108,6 +112,7 @@ struct FileConfig {
     trusted_proxies: Option<String>,
     proxy_header_read_timeout_ms: Option<u64>,
     proxy_connections_per_ip_max: Option<u32>,
+    proxy_threads: Option<usize>,
     proxy_body_read_timeout_ms: Option<u64>,
     proxy_idle_timeout_ms: Option<u64>,
     proxy_tls_cert_file: Option<PathBuf>,
@@ -135,6 +140,8 @@ pub struct Config {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub proxy_header_read_timeout_ms: u64,
     pub proxy_connections_per_ip_max: u32,
+    /// Proxy threads; 0 = one per CPU.
+    pub proxy_threads: usize,
     pub proxy_body_read_timeout_ms: u64,
     pub proxy_idle_timeout_ms: u64,
     /// (certificate chain, private key) PEM files for TLS on the proxy listener.
@@ -267,6 +274,10 @@ impl Config {
         if !(1..=100_000).contains(&proxy_connections_per_ip_max) {
             return Err(err("proxy_connections_per_ip_max", "must be 1 to 100000 (connections)"));
         }
+        let proxy_threads = args.proxy_threads.or(file.proxy_threads).unwrap_or(0);
+        if proxy_threads > 1024 {
+            return Err(err("proxy_threads", "must be 0 (one per CPU) to 1024 (threads)"));
+        }
         let proxy_body_read_timeout_ms =
             args.proxy_body_read_timeout_ms.or(file.proxy_body_read_timeout_ms).unwrap_or(30_000);
         if !(100..=3_600_000).contains(&proxy_body_read_timeout_ms) {
@@ -307,6 +318,7 @@ impl Config {
             trusted_proxies,
             proxy_header_read_timeout_ms,
             proxy_connections_per_ip_max,
+            proxy_threads,
             proxy_body_read_timeout_ms,
             proxy_idle_timeout_ms,
             proxy_tls,
@@ -375,6 +387,7 @@ mod tests {
             (ServeArgs { raft_addr: Some("localhost".into()), ..args() }, "raft_addr"),
             (ServeArgs { election_timeout_ms_min: Some(150), ..args() }, "election_timeout_ms_min"),
             (ServeArgs { election_timeout_ms_max: Some(250), ..args() }, "election_timeout_ms_max"),
+            (ServeArgs { proxy_threads: Some(5000), ..args() }, "proxy_threads"),
         ];
         for (a, key) in cases {
             let e = Config::load(&a).unwrap_err();
@@ -389,9 +402,10 @@ mod tests {
         std::fs::write(&path, "id = 2\npeers = \"2=127.0.0.1:9\"\nbogus = 1\n").unwrap();
         let e = Config::load(&ServeArgs { config: Some(path.clone()), ..args() }).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
-        std::fs::write(&path, "id = 2\npeers = \"2=127.0.0.1:9\"\n").unwrap();
+        std::fs::write(&path, "id = 2\npeers = \"2=127.0.0.1:9\"\nproxy_threads = 1\n").unwrap();
         let c = Config::load(&ServeArgs { config: Some(path.clone()), ..args() }).unwrap();
         assert_eq!(c.id, 2);
+        assert_eq!(c.proxy_threads, 1);
         let c =
             Config::load(&ServeArgs { config: Some(path), id: Some(3), peers: Some("3=127.0.0.1:9".into()), ..args() })
                 .unwrap();

@@ -135,6 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         header_read_timeout: Duration::from_millis(config.proxy_header_read_timeout_ms),
         idle_timeout: Duration::from_millis(config.proxy_idle_timeout_ms),
         connections_per_ip_max: config.proxy_connections_per_ip_max,
+        threads: config.proxy_threads,
         ..ServerConfig::default()
     };
     let proxy_server = tokio::spawn(raftgate_proxy::server::serve_threads(
