@@ -96,6 +96,9 @@ pub struct AuditLog {
     head: Mutex<(Head, Instant)>,
     /// The head as of the last synced write: what survives a power loss.
     durable: Mutex<Head>,
+    /// Held across [`AuditLog::witness`]'s read, compare and write, so that two heads of the
+    /// same node arriving at once can never leave the lower one stored.
+    witnessing: Mutex<()>,
 }
 
 impl AuditLog {
@@ -119,7 +122,7 @@ impl AuditLog {
             None => Head { seq: 0, hash: [0; 32] },
         };
         // What was read from disk has survived whatever came before.
-        Ok(Self { db, head: Mutex::new((head, Instant::now())), durable: Mutex::new(head) })
+        Ok(Self { db, head: Mutex::new((head, Instant::now())), durable: Mutex::new(head), witnessing: Mutex::new(()) })
     }
 
     /// Appends bodies in order; returns the sequence number of the last one.
@@ -177,6 +180,7 @@ impl AuditLog {
     /// head witnessed before, so that a node whose chain went backwards can be reported.
     pub fn witness(&self, node: u64, head: Head) -> Result<Option<Head>, AuditError> {
         let key = [KEY_WITNESS, &node.to_be_bytes()].concat();
+        let _one_at_a_time = self.witnessing.lock().expect("audit witness lock");
         let before: Option<Head> = self.db.get(&key)?.map(|b| decode(&b)).transpose()?;
         if before.is_none_or(|b| head.seq > b.seq) {
             self.db.put(&key, encode(&head)?)?;
@@ -365,6 +369,36 @@ mod tests {
         assert_eq!(log.witness(7, Head { seq: 3, hash: [3; 32] }).unwrap().map(|h| h.seq), Some(5));
         assert_eq!(log.witnessed(7).unwrap().map(|h| h.seq), Some(5));
         assert_eq!(log.verify().unwrap(), Ok(900), "witnessed heads are outside the chain");
+    }
+
+    #[test]
+    fn heads_witnessed_at_once_keep_the_highest() {
+        // Heads of one node arriving on several connections at once. Once a head has been
+        // witnessed, what is stored is never lower than it, whatever the interleaving: a lower
+        // head read before a higher one was written must not be written over it.
+        let (_d, log) = filled(1);
+        let log = std::sync::Arc::new(log);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (log, start) = (log.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    for i in 0..2_000u64 {
+                        // Thread t sends t+1, t+5, t+9, ...: ascending per sender, interleaved
+                        // across senders.
+                        let seq = 4 * i + t + 1;
+                        log.witness(7, Head { seq, hash: [0; 32] }).unwrap();
+                        let now = log.witnessed(7).unwrap().map_or(0, |h| h.seq);
+                        assert!(now >= seq, "head {seq} witnessed, then {now} stored");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(log.witnessed(7).unwrap().map(|h| h.seq), Some(4 * 1_999 + 3 + 1));
     }
 
     #[test]
