@@ -389,10 +389,100 @@ pub async fn verify(State(state): State<AdminState>, _c: crate::admin::AdminCall
         None => Ok(()),
     };
     let witness = json!({ "seq": seq, "by": by, "unreachable_nodes": unreachable });
+    let log = state.audit.clone();
+    let pruned_through = tokio::task::spawn_blocking(move || log.base())
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        .seq;
     Ok(Json(match checked {
-        Ok(()) => json!({ "node_id": me, "ok": true, "records": n, "witnessed": witness }),
+        Ok(()) => {
+            json!({ "node_id": me, "ok": true, "records": n, "pruned_through": pruned_through, "witnessed": witness })
+        }
         Err(brk) => json!({ "node_id": me, "ok": false, "error": brk.to_string(), "witnessed": witness }),
     }))
+}
+
+/// The last record older than `cutoff_ms`, from the records' own timestamps (found by
+/// bisection: records are appended in time order, to within the few milliseconds a batch
+/// spans). A record that cannot be read is taken for a new one; [`AuditLog::prune_through`]
+/// then stops before it in any case, since it does not verify.
+pub fn last_older_than(log: &AuditLog, cutoff_ms: u64) -> Result<Option<u64>, raftgate_storage::AuditError> {
+    let (mut lo, mut hi) = (log.base()?.seq + 1, log.last_seq());
+    let ts = |seq: u64| -> Result<u64, raftgate_storage::AuditError> {
+        Ok(log.body(seq)?.and_then(|b| decode_event(&b).ok()).map_or(u64::MAX, |e| e.ts_ms))
+    };
+    if lo > hi || ts(lo)? >= cutoff_ms {
+        return Ok(None);
+    }
+    // Invariant: record `lo` is older than the cutoff; the answer is in lo..=hi.
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if ts(mid)? < cutoff_ms {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(Some(lo))
+}
+
+/// Removes this node's audit events older than `retention` (never the newest), checking every
+/// quarter of the retention period (at most every second, at least every hour). Each removal is
+/// itself an audit event (kind `audit`, reason `pruned`, `path` the records removed as
+/// `first..=last`), so the chain says what was removed and when.
+pub async fn retention(
+    cluster: Arc<Cluster>,
+    log: Arc<AuditLog>,
+    queue: AuditQueue,
+    retention: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let started = std::time::Instant::now();
+        let cutoff = crate::admin::now_ms().saturating_sub(retention.as_millis() as u64);
+        let l = log.clone();
+        let pruned = tokio::task::spawn_blocking(move || match last_older_than(&l, cutoff)? {
+            Some(seq) => l.prune_through(seq),
+            None => Ok(None),
+        })
+        .await;
+        let (first, last) = match pruned {
+            Ok(Ok(Some(range))) => range,
+            Ok(Ok(None)) | Err(_) => continue,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "audit retention: could not remove old events; retrying later");
+                continue;
+            }
+        };
+        tracing::info!(first, last, "audit retention: removed events older than the retention period");
+        queue.record(AuditEvent {
+            ts_ms: crate::admin::now_ms(),
+            node_id: cluster.id,
+            kind: "audit".into(),
+            decision: "allow".into(),
+            reason: "pruned".into(),
+            key_id: None,
+            consumer: None,
+            route: None,
+            method: "".into(),
+            path: format!("{first}..={last}"),
+            raw_path: None,
+            status: 200,
+            latency_us: started.elapsed().as_micros() as u64,
+            client_ip: String::new(),
+            policy_version: cluster.view.load().policy.version,
+            bytes_in: None,
+            bytes_out: None,
+        });
+    }
 }
 
 /// Sends this node's chain head to every peer that has not witnessed it yet, every
@@ -564,7 +654,10 @@ pub fn verify_offline(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let log = AuditLog::open_read_only(&data_dir.join("audit"))?;
     match log.verify()? {
         Ok(n) => {
-            println!("audit chain intact: {n} records");
+            match log.base()?.seq {
+                0 => println!("audit chain intact: {n} records"),
+                base => println!("audit chain intact: {n} records (records 1 to {base} removed by retention)"),
+            }
             Ok(())
         }
         Err(brk) => anyhow::bail!("audit chain broken: {brk}"),
@@ -580,6 +673,36 @@ pub fn queue_figures(q: &AuditQueue) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_finds_the_last_event_older_than_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(last_older_than(&log, u64::MAX).unwrap(), None, "an empty log");
+        // Events 1..=1000 at 10 ms apart, starting at t = 10,000.
+        for chunk in (1..=1000u64).collect::<Vec<_>>().chunks(100) {
+            let bodies: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|i| encode_event(&AuditEvent { ts_ms: 10_000 + 10 * i, ..event(None) }).unwrap())
+                .collect();
+            log.append(&bodies).unwrap();
+        }
+        assert_eq!(last_older_than(&log, 10_010).unwrap(), None, "nothing older than the first");
+        assert_eq!(last_older_than(&log, 10_011).unwrap(), Some(1));
+        assert_eq!(last_older_than(&log, 15_000).unwrap(), Some(499));
+        assert_eq!(last_older_than(&log, 15_001).unwrap(), Some(500));
+        assert_eq!(last_older_than(&log, u64::MAX).unwrap(), Some(1000));
+        // Pruned through it: the rest still verifies, and the search starts after the base.
+        log.prune_through(500).unwrap();
+        assert_eq!(log.verify().unwrap(), Ok(500));
+        assert_eq!(last_older_than(&log, 15_001).unwrap(), None);
+        assert_eq!(last_older_than(&log, 17_500).unwrap(), Some(749));
+        // An edited record is kept, and everything after it: the evidence stays.
+        log.tamper_body(600, b"not an event".to_vec()).unwrap();
+        let upto = last_older_than(&log, 19_000).unwrap().unwrap();
+        assert_eq!(log.prune_through(upto).unwrap(), Some((501, 599)));
+        assert_eq!(log.verify().unwrap(), Err(raftgate_storage::ChainBreak::Hash { seq: 600 }));
+    }
 
     fn event(raw_path: Option<&str>) -> AuditEvent {
         AuditEvent {

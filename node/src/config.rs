@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// policy (503) [default: 2000].
     #[arg(long)]
     pub staleness_ms_max: Option<u64>,
+    /// Audit events older than this are removed from this node's audit store; 0 keeps them
+    /// all [default: 0].
+    #[arg(long)]
+    pub audit_retention_s: Option<u64>,
 }
 
 /// The same keys in a TOML file.
@@ -119,6 +123,7 @@ struct FileConfig {
     proxy_tls_key_file: Option<PathBuf>,
     raft_source_ip: Option<String>,
     staleness_ms_max: Option<u64>,
+    audit_retention_s: Option<u64>,
 }
 
 /// A validated configuration.
@@ -148,6 +153,8 @@ pub struct Config {
     pub proxy_tls: Option<(PathBuf, PathBuf)>,
     pub raft_source_ip: Option<std::net::IpAddr>,
     pub staleness_ms_max: u64,
+    /// Audit events older than this are pruned; 0 keeps them all.
+    pub audit_retention_s: u64,
     /// True when no `peers` were given: the embedded single-node try-out.
     pub single_node_default: bool,
 }
@@ -311,9 +318,17 @@ impl Config {
                 format!("{staleness_ms_max} must be at least 4 × heartbeat_ms ({}) and at most 600000; the lease is renewed 8 times per period", 4 * heartbeat_ms),
             ));
         }
+        let audit_retention_s = args.audit_retention_s.or(file.audit_retention_s).unwrap_or(0);
+        if audit_retention_s > AUDIT_RETENTION_S_MAX {
+            return Err(err(
+                "audit_retention_s",
+                format!("must be 0 (keep every event) to {AUDIT_RETENTION_S_MAX} (seconds; 2592000 is 30 days)"),
+            ));
+        }
         Ok(Config {
             id,
             staleness_ms_max,
+            audit_retention_s,
             raft_source_ip,
             trusted_proxies,
             proxy_header_read_timeout_ms,
@@ -362,6 +377,9 @@ pub fn read_admin_token(path: &std::path::Path) -> Result<String, ConfigError> {
     Ok(token)
 }
 
+/// The longest audit retention accepted: 100 years.
+const AUDIT_RETENTION_S_MAX: u64 = 100 * 366 * 86_400;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +406,7 @@ mod tests {
             (ServeArgs { election_timeout_ms_min: Some(150), ..args() }, "election_timeout_ms_min"),
             (ServeArgs { election_timeout_ms_max: Some(250), ..args() }, "election_timeout_ms_max"),
             (ServeArgs { proxy_threads: Some(5000), ..args() }, "proxy_threads"),
+            (ServeArgs { audit_retention_s: Some(u64::MAX), ..args() }, "audit_retention_s"),
         ];
         for (a, key) in cases {
             let e = Config::load(&a).unwrap_err();

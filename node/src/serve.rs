@@ -156,6 +156,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let lease = tokio::spawn(raftgate_raft::lease::run(cluster.clone(), fresh.clone(), staleness, shutdown_rx.clone()));
     let prevote = tokio::spawn(raftgate_raft::prevote::run(cluster.clone(), shutdown_rx.clone()));
     let witness = tokio::spawn(crate::audit::send_witness(cluster.clone(), audit_log.clone(), shutdown_rx.clone()));
+    let retention = (config.audit_retention_s > 0).then(|| {
+        tokio::spawn(crate::audit::retention(
+            cluster.clone(),
+            audit_log.clone(),
+            audit_queue.clone(),
+            Duration::from_secs(config.audit_retention_s),
+            shutdown_rx.clone(),
+        ))
+    });
     let duties_done = Arc::new(AtomicBool::new(false));
     let admin_state = admin::AdminState {
         commit_index,
@@ -200,6 +209,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = lease.await;
         let _ = prevote.await;
         let _ = witness.await;
+        if let Some(r) = retention {
+            let _ = r.await;
+        }
         if let Some(t) = tls_watch {
             let _ = t.await;
         }

@@ -4,6 +4,10 @@
 //! the head `(n, hash_n)` is written in the same batch as the record. Editing any byte of a
 //! record breaks its hash or its successor's link; removing records from the end leaves the
 //! head pointing past the last record. [`AuditLog::verify`] checks all of it.
+//!
+//! Retention removes records from the front ([`AuditLog::prune_through`]) and keeps the number
+//! and hash of the last one removed as the chain's base, in the same batch: the records kept
+//! still verify from there, and the first of them must link to the base.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -16,6 +20,10 @@ use sha2::{Digest, Sha256};
 use crate::codec::{decode, encode, CodecError};
 
 const KEY_HEAD: &[u8] = b"\xffhead";
+/// Where the chain starts once old records have been pruned (retention): the number and hash
+/// of the last record removed. Absent: nothing pruned, the chain starts at record 1 after an
+/// all-zero hash.
+const KEY_BASE: &[u8] = b"\xffbase";
 /// Heads of other nodes' chains that this node has witnessed: `\xfewitness/` and the node id
 /// (8 bytes, big-endian). Outside the chain (not 8-byte keys), so `verify` never reads them.
 const KEY_WITNESS: &[u8] = b"\xfewitness/";
@@ -151,6 +159,71 @@ impl AuditLog {
         Ok(head.seq)
     }
 
+    /// Where the chain starts: the last record pruned (`seq` 0 and an all-zero hash if none).
+    pub fn base(&self) -> Result<Head, AuditError> {
+        Ok(match self.db.get(KEY_BASE)? {
+            Some(b) => decode(&b)?,
+            None => Head { seq: 0, hash: [0; 32] },
+        })
+    }
+
+    /// The body of record `seq`, if it is kept.
+    pub fn body(&self, seq: u64) -> Result<Option<Vec<u8>>, AuditError> {
+        Ok(match self.db.get(seq.to_be_bytes())? {
+            Some(v) => Some(decode::<Record>(&v)?.body),
+            None => None,
+        })
+    }
+
+    /// Removes the records up to and including `seq` (retention), never the newest one, and
+    /// makes the last one removed the chain's base, in one synced batch. Only records that
+    /// verify are removed: at a break (an edited, missing or unreadable record) it stops before
+    /// it, so retention never removes the evidence. Returns the records removed (first, last),
+    /// or `None` if there was nothing to remove.
+    pub fn prune_through(&self, seq: u64) -> Result<Option<(u64, u64)>, AuditError> {
+        let removed = {
+            let guard = self.head.lock().expect("audit head lock");
+            let base = self.base()?;
+            let seq = seq.min(guard.0.seq.saturating_sub(1));
+            if seq <= base.seq {
+                return Ok(None);
+            }
+            // The records to go, checked as `verify` would, up to the first break.
+            let mut last = base;
+            let first = (base.seq + 1).to_be_bytes();
+            for item in self.db.iterator(IteratorMode::From(&first, rocksdb::Direction::Forward)) {
+                let (k, v) = item?;
+                if k.len() != 8 {
+                    break;
+                }
+                let n = u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes"));
+                let Ok(rec) = decode::<Record>(&v) else { break };
+                if n > seq
+                    || n != last.seq + 1
+                    || rec.prev_hash != last.hash
+                    || chain(&rec.prev_hash, n, &rec.body) != rec.hash
+                {
+                    break;
+                }
+                last = Head { seq: n, hash: rec.hash };
+            }
+            if last.seq == base.seq {
+                return Ok(None);
+            }
+            let seq = last.seq;
+            let mut batch = WriteBatch::default();
+            batch.delete_range((base.seq + 1).to_be_bytes(), (seq + 1).to_be_bytes());
+            batch.put(KEY_BASE, encode(&last)?);
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            self.db.write_opt(batch, &opts)?;
+            (base.seq + 1, seq)
+        };
+        // Hand the space back now rather than whenever compaction reaches those files.
+        self.db.compact_range(None::<&[u8]>, Some((removed.1 + 1).to_be_bytes()));
+        Ok(Some(removed))
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.head.lock().expect("audit head lock").0.seq
     }
@@ -198,14 +271,16 @@ impl AuditLog {
     /// must still be here, with that hash. A chain cut back and given a matching head (which
     /// [`Self::verify`] alone cannot tell from an intact one) fails here.
     pub fn check_witnessed(&self, w: Head) -> Result<Result<(), ChainBreak>, AuditError> {
-        if w.seq == 0 {
+        // Record 0 is no record; a record pruned by retention can no longer be compared.
+        let base = self.base()?;
+        if w.seq <= base.seq {
             return Ok(Ok(()));
         }
         match self.db.get(w.seq.to_be_bytes())? {
             None => {
                 let last = match self.db.iterator(IteratorMode::End).flatten().find(|(k, _)| k.len() == 8) {
                     Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes")),
-                    None => 0,
+                    None => base.seq,
                 };
                 Ok(Err(ChainBreak::BehindWitness { witnessed: w.seq, last }))
             }
@@ -233,14 +308,16 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Walks the whole chain; `Ok(n)` is the number of records verified.
+    /// Walks the whole chain from its base; `Ok(n)` is the number of records verified.
     pub fn verify(&self) -> Result<Result<u64, ChainBreak>, AuditError> {
         let head: Head = match self.db.get(KEY_HEAD)? {
             Some(b) => decode(&b)?,
             None => Head { seq: 0, hash: [0; 32] },
         };
-        let mut prev = Head { seq: 0, hash: [0; 32] };
-        for item in self.db.iterator(IteratorMode::Start) {
+        let base = self.base()?;
+        let mut prev = base;
+        let first = (base.seq + 1).to_be_bytes();
+        for item in self.db.iterator(IteratorMode::From(&first, rocksdb::Direction::Forward)) {
             let (k, v) = item?;
             if k.len() != 8 {
                 continue;
@@ -264,7 +341,7 @@ impl AuditLog {
         if prev != head {
             return Ok(Err(ChainBreak::Truncated { head: head.seq, last: prev.seq }));
         }
-        Ok(Ok(prev.seq))
+        Ok(Ok(prev.seq - base.seq))
     }
 
     /// Test and tooling access: overwrite one record's body in place (no re-chaining), as an
@@ -369,6 +446,60 @@ mod tests {
         assert_eq!(log.witness(7, Head { seq: 3, hash: [3; 32] }).unwrap().map(|h| h.seq), Some(5));
         assert_eq!(log.witnessed(7).unwrap().map(|h| h.seq), Some(5));
         assert_eq!(log.verify().unwrap(), Ok(900), "witnessed heads are outside the chain");
+    }
+
+    #[test]
+    fn a_pruned_chain_verifies_from_its_base() {
+        let (_d, log) = filled(1000);
+        assert_eq!(log.prune_through(0).unwrap(), None);
+        assert_eq!(log.prune_through(400).unwrap(), Some((1, 400)));
+        assert_eq!(log.base().unwrap().seq, 400);
+        assert_eq!(log.body(400).unwrap(), None);
+        assert_eq!(log.body(401).unwrap(), Some(b"{\"event\":401}".to_vec()));
+        assert_eq!(log.verify().unwrap(), Ok(600));
+        assert_eq!(log.prune_through(300).unwrap(), None, "already pruned");
+        assert_eq!(log.prune_through(700).unwrap(), Some((401, 700)));
+        assert_eq!(log.verify().unwrap(), Ok(300));
+        // The newest record always stays: it anchors the head.
+        assert_eq!(log.prune_through(u64::MAX).unwrap(), Some((701, 999)));
+        assert_eq!(log.verify().unwrap(), Ok(1));
+        log.append(&[b"{\"event\":1001}".to_vec()]).unwrap();
+        assert_eq!(log.verify().unwrap(), Ok(2));
+        // A head witnessed before the pruning can no longer be compared, and is not a break.
+        assert_eq!(log.check_witnessed(Head { seq: 500, hash: [3; 32] }).unwrap(), Ok(()));
+        assert_eq!(log.check_witnessed(log.head()).unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn retention_stops_before_a_break() {
+        let (_d, log) = filled(100);
+        log.tamper_body(60, b"{\"event\":0}".to_vec()).unwrap();
+        assert_eq!(log.prune_through(80).unwrap(), Some((1, 59)), "the edited record stays");
+        assert_eq!(log.verify().unwrap(), Err(ChainBreak::Hash { seq: 60 }));
+        assert_eq!(log.prune_through(80).unwrap(), None, "and nothing after it goes");
+        let (_d2, log) = filled(100);
+        log.db.delete(30u64.to_be_bytes()).unwrap();
+        assert_eq!(log.prune_through(80).unwrap(), Some((1, 29)), "a missing record stops it too");
+        assert_eq!(log.verify().unwrap(), Err(ChainBreak::Gap { seq: 30, prev: 29 }));
+    }
+
+    #[test]
+    fn the_first_record_kept_must_link_to_the_base() {
+        let (_d, log) = filled(100);
+        log.prune_through(50).unwrap();
+        // Rewritten after the pruning: the record no longer hashes to what its successor holds.
+        log.tamper_body(51, b"{\"event\":0}".to_vec()).unwrap();
+        assert_eq!(log.verify().unwrap(), Err(ChainBreak::Hash { seq: 51 }));
+        // Records removed from the front beyond the base: a gap at the start.
+        let (_d2, log) = filled(100);
+        log.prune_through(50).unwrap();
+        log.db.delete(51u64.to_be_bytes()).unwrap();
+        assert_eq!(log.verify().unwrap(), Err(ChainBreak::Gap { seq: 51, prev: 50 }));
+        // A base forged to skip records: the first record kept does not link to it.
+        let (_d3, log) = filled(100);
+        log.prune_through(50).unwrap();
+        log.db.put(KEY_BASE, encode(&Head { seq: 60, hash: [9; 32] }).unwrap()).unwrap();
+        assert_eq!(log.verify().unwrap(), Err(ChainBreak::Link { seq: 61, prev: 60 }));
     }
 
     #[test]
