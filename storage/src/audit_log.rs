@@ -98,6 +98,21 @@ fn chain(prev: &[u8; 32], seq: u64, body: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Checks that record `seq` follows `prev`: the next number, linked to `prev`'s hash, and
+/// hashing to what it holds. Its head if so.
+fn follows(prev: Head, seq: u64, rec: &Record) -> Result<Head, ChainBreak> {
+    if seq != prev.seq + 1 {
+        return Err(ChainBreak::Gap { seq: prev.seq + 1, prev: prev.seq });
+    }
+    if rec.prev_hash != prev.hash {
+        return Err(ChainBreak::Link { seq, prev: prev.seq });
+    }
+    if chain(&rec.prev_hash, seq, &rec.body) != rec.hash {
+        return Err(ChainBreak::Hash { seq });
+    }
+    Ok(Head { seq, hash: rec.hash })
+}
+
 pub struct AuditLog {
     db: DB,
     /// The chain head, advanced by `append` under this lock, and when the log was last synced.
@@ -188,24 +203,14 @@ impl AuditLog {
             if seq <= base.seq {
                 return Ok(None);
             }
-            // The records to go, checked as `verify` would, up to the first break.
+            // The records to go, checked as `verify` checks them, up to the first break.
             let mut last = base;
-            let first = (base.seq + 1).to_be_bytes();
-            for item in self.db.iterator(IteratorMode::From(&first, rocksdb::Direction::Forward)) {
-                let (k, v) = item?;
-                if k.len() != 8 {
-                    break;
+            for item in self.records_after(base) {
+                let (n, rec) = item?;
+                match rec.ok().filter(|_| n <= seq).and_then(|r| follows(last, n, &r).ok()) {
+                    Some(h) => last = h,
+                    None => break,
                 }
-                let n = u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes"));
-                let Ok(rec) = decode::<Record>(&v) else { break };
-                if n > seq
-                    || n != last.seq + 1
-                    || rec.prev_hash != last.hash
-                    || chain(&rec.prev_hash, n, &rec.body) != rec.hash
-                {
-                    break;
-                }
-                last = Head { seq: n, hash: rec.hash };
             }
             if last.seq == base.seq {
                 return Ok(None);
@@ -316,32 +321,35 @@ impl AuditLog {
         };
         let base = self.base()?;
         let mut prev = base;
-        let first = (base.seq + 1).to_be_bytes();
-        for item in self.db.iterator(IteratorMode::From(&first, rocksdb::Direction::Forward)) {
-            let (k, v) = item?;
-            if k.len() != 8 {
-                continue;
-            }
-            let seq = u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes"));
-            let rec: Record = match decode(&v) {
+        for item in self.records_after(base) {
+            let (seq, rec) = item?;
+            let rec = match rec {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(ChainBreak::Unreadable { seq, reason: e.to_string() })),
             };
-            if seq != prev.seq + 1 {
-                return Ok(Err(ChainBreak::Gap { seq: prev.seq + 1, prev: prev.seq }));
-            }
-            if rec.prev_hash != prev.hash {
-                return Ok(Err(ChainBreak::Link { seq, prev: prev.seq }));
-            }
-            if chain(&rec.prev_hash, seq, &rec.body) != rec.hash {
-                return Ok(Err(ChainBreak::Hash { seq }));
-            }
-            prev = Head { seq, hash: rec.hash };
+            prev = match follows(prev, seq, &rec) {
+                Ok(h) => h,
+                Err(brk) => return Ok(Err(brk)),
+            };
         }
         if prev != head {
             return Ok(Err(ChainBreak::Truncated { head: head.seq, last: prev.seq }));
         }
         Ok(Ok(prev.seq - base.seq))
+    }
+
+    /// The records after `base` in order: each one's number, and the record or why it cannot
+    /// be read. (Record keys are 8 bytes; the head, base and witness keys sort after them.)
+    fn records_after(
+        &self,
+        base: Head,
+    ) -> impl Iterator<Item = Result<(u64, Result<Record, CodecError>), AuditError>> + '_ {
+        let first = (base.seq + 1).to_be_bytes();
+        self.db.iterator(IteratorMode::From(&first, rocksdb::Direction::Forward)).filter_map(|item| match item {
+            Err(e) => Some(Err(e.into())),
+            Ok((k, _)) if k.len() != 8 => None,
+            Ok((k, v)) => Some(Ok((u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes")), decode(&v)))),
+        })
     }
 
     /// Test and tooling access: overwrite one record's body in place (no re-chaining), as an
