@@ -32,10 +32,22 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// a time, so a buffer that starts too small is grown and copied several times (measured: 2 %
 /// of the node's instructions per proxied request went to growing audit records).
 pub fn encode_sized<T: Serialize + ?Sized>(value: &T, len_hint: usize) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(len_hint.max(1));
-    out.push(FORMAT_VERSION);
-    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())?;
-    Ok(out)
+    let mut out = VecWriter(Vec::with_capacity(len_hint.max(1)));
+    out.0.push(FORMAT_VERSION);
+    bincode::serde::encode_into_writer(value, &mut out, bincode::config::standard())?;
+    Ok(out.0)
+}
+
+/// Appends to a `Vec` as bincode writes, without the `std::io::Write` adapter (and its
+/// `io::Result` per field) that `encode_into_std_write` goes through.
+struct VecWriter(Vec<u8>);
+
+impl bincode::enc::write::Writer for VecWriter {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
