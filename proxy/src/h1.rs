@@ -208,7 +208,7 @@ fn parse_head(buf: &mut BytesMut, len_max: usize, headers_max: usize) -> Result<
     let (mut te, mut te_chunked, mut lengths, mut length) = (0usize, false, 0usize, None::<u64>);
     let (mut close, mut keep_alive_asked, mut expect_continue) = (false, false, false);
     for f in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Refusal::Malformed)?;
+        let name = crate::phases::headers::header_name(f.name.as_bytes()).map_err(|_| Refusal::Malformed)?;
         if name == TRANSFER_ENCODING {
             te += 1;
             te_chunked = f.value.eq_ignore_ascii_case(b"chunked");

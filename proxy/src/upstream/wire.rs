@@ -391,7 +391,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Opti
     let (mut te_chunked, mut te_other, mut length, mut close) = (false, false, None::<u64>, !http11);
     let mut content_length_kept = false;
     for f in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| WireError::BadResponse("bad header name"))?;
+        let name = crate::phases::headers::header_name(f.name.as_bytes())
+            .map_err(|_| WireError::BadResponse("bad header name"))?;
         if name == TRANSFER_ENCODING {
             // Only the last coding decides the framing; any coding after `chunked` makes the
             // body end at close.
