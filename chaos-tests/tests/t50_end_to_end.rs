@@ -184,6 +184,10 @@ async fn audit_events_past_their_retention_are_removed_and_the_chain_still_verif
         assert!(std::time::Instant::now() < deadline, "not removed: {verified} {v}\n{}", c.logs());
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    // The metrics say how much the store holds.
+    let pruned = c.metric(1, "raftgate_audit_pruned_through").await.unwrap();
+    let last = c.metric(1, "raftgate_audit_last_seq").await.unwrap();
+    assert!(pruned >= 20.0 && last > pruned, "pruned through {pruned}, last {last}");
     // Each removal is recorded with the records it removed, `first..=last`.
     let removals: Vec<_> =
         v["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "audit" && e["reason"] == "pruned").collect();

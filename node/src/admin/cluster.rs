@@ -174,6 +174,15 @@ pub async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         "Failed writes to the audit store, each retried (total; a full or failing audit disk)",
         write_errors,
     );
+    let last_seq = state.audit.last_seq() as i64;
+    gauge(&mut registry, "audit_last_seq", "Number of the newest record in this node's audit chain", last_seq);
+    // One point read of a small key: cheap enough for a scrape, and not on the request path.
+    gauge(
+        &mut registry,
+        "audit_pruned_through",
+        "Last audit record removed by audit_retention_s (0: none); last_seq minus this is what the store holds",
+        state.audit.base().map_or(-1, |b| b.seq as i64),
+    );
     state.gateway.metrics.register(&mut registry);
     state.gateway.limits.global.metrics.register(&mut registry);
     let mut out = String::new();
