@@ -134,7 +134,7 @@ impl Gateway {
             .requests
             .get_or_create(&RequestLabels { route: RouteLabel(facts.route.clone()), decision, status })
             .inc();
-        self.metrics.latency_seconds.observe(elapsed.as_secs_f64());
+        self.metrics.latency_seconds.observe(elapsed);
         let event = AuditEvent {
             ts_ms: now + elapsed.as_millis() as u64,
             node_id: self.cfg.node_id,
