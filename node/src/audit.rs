@@ -347,10 +347,14 @@ pub async fn query(
 pub async fn verify(State(state): State<AdminState>, _c: crate::admin::AdminCaller) -> Result<Json<Value>, ApiError> {
     let log = state.audit.clone();
     let r =
-        tokio::task::spawn_blocking(move || log.verify()).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let n = match r {
-        Ok(Ok(n)) => n,
-        Ok(Err(brk)) => return Ok(Json(json!({ "node_id": state.node_id, "ok": false, "error": brk.to_string() }))),
+        tokio::task::spawn_blocking(move || Ok::<_, raftgate_storage::AuditError>((log.verify()?, log.base()?.seq)))
+            .await
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (n, pruned_through) = match r {
+        Ok((Ok(n), base)) => (n, base),
+        Ok((Err(brk), _)) => {
+            return Ok(Json(json!({ "node_id": state.node_id, "ok": false, "error": brk.to_string() })))
+        }
         Err(e) => return Err(ApiError::bad_request(e.to_string())),
     };
     let me = state.node_id;
@@ -389,12 +393,6 @@ pub async fn verify(State(state): State<AdminState>, _c: crate::admin::AdminCall
         None => Ok(()),
     };
     let witness = json!({ "seq": seq, "by": by, "unreachable_nodes": unreachable });
-    let log = state.audit.clone();
-    let pruned_through = tokio::task::spawn_blocking(move || log.base())
-        .await
-        .map_err(|e| ApiError::bad_request(e.to_string()))?
-        .map_err(|e| ApiError::bad_request(e.to_string()))?
-        .seq;
     Ok(Json(match checked {
         Ok(()) => {
             json!({ "node_id": me, "ok": true, "records": n, "pruned_through": pruned_through, "witnessed": witness })
@@ -428,7 +426,8 @@ pub fn last_older_than(log: &AuditLog, cutoff_ms: u64) -> Result<Option<u64>, ra
 }
 
 /// Removes this node's audit events older than `retention` (never the newest), checking every
-/// quarter of the retention period (at most every second, at least every hour). Each removal is
+/// quarter of the retention period (but not more often than once a second, nor less often than
+/// once an hour). Each removal is
 /// itself an audit event (kind `audit`, reason `pruned`, `path` the records removed as
 /// `first..=last`), so the chain says what was removed and when.
 pub async fn retention(

@@ -111,6 +111,28 @@ fn chain(prev: &[u8; 32], seq: u64, body: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// A stored head (or base), or the empty chain's if there is none.
+fn head_or_empty(stored: Option<Vec<u8>>) -> Result<Head, AuditError> {
+    Ok(match stored {
+        Some(b) => decode(&b)?,
+        None => Head { seq: 0, hash: [0; 32] },
+    })
+}
+
+/// The records after `base` in `snap`, in order: each one's number, and the record or why it
+/// cannot be read. (Record keys are 8 bytes; the head, base and witness keys sort after them.)
+fn records_after<'a>(
+    snap: &'a rocksdb::Snapshot<'a>,
+    base: Head,
+) -> impl Iterator<Item = Result<(u64, Result<Record, CodecError>), AuditError>> + 'a {
+    let first = (base.seq + 1).to_be_bytes();
+    snap.iterator(IteratorMode::From(&first, rocksdb::Direction::Forward)).filter_map(|item| match item {
+        Err(e) => Some(Err(e.into())),
+        Ok((k, _)) if k.len() != 8 => None,
+        Ok((k, v)) => Some(Ok((u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes")), decode(&v)))),
+    })
+}
+
 /// Checks that record `seq` follows `prev`: the next number, linked to `prev`'s hash, and
 /// hashing to what it holds. Its head if so.
 fn follows(prev: Head, seq: u64, rec: &Record) -> Result<Head, ChainBreak> {
@@ -135,6 +157,8 @@ pub struct AuditLog {
     /// Held across [`AuditLog::witness`]'s read, compare and write, so that two heads of the
     /// same node arriving at once can never leave the lower one stored.
     witnessing: Mutex<()>,
+    /// Held by [`AuditLog::prune_through`], so that two removals never interleave.
+    pruning: Mutex<()>,
 }
 
 impl AuditLog {
@@ -153,12 +177,15 @@ impl AuditLog {
     }
 
     fn with_db(db: DB) -> Result<Self, AuditError> {
-        let head = match db.get(KEY_HEAD)? {
-            Some(b) => decode(&b)?,
-            None => Head { seq: 0, hash: [0; 32] },
-        };
+        let head = head_or_empty(db.get(KEY_HEAD)?)?;
         // What was read from disk has survived whatever came before.
-        Ok(Self { db, head: Mutex::new((head, Instant::now())), durable: Mutex::new(head), witnessing: Mutex::new(()) })
+        Ok(Self {
+            db,
+            head: Mutex::new((head, Instant::now())),
+            durable: Mutex::new(head),
+            witnessing: Mutex::new(()),
+            pruning: Mutex::new(()),
+        })
     }
 
     /// Appends bodies in order; returns the sequence number of the last one.
@@ -188,10 +215,7 @@ impl AuditLog {
 
     /// Where the chain starts: the last record pruned (`seq` 0 and an all-zero hash if none).
     pub fn base(&self) -> Result<Head, AuditError> {
-        Ok(match self.db.get(KEY_BASE)? {
-            Some(b) => decode(&b)?,
-            None => Head { seq: 0, hash: [0; 32] },
-        })
+        head_or_empty(self.db.get(KEY_BASE)?)
     }
 
     /// The body of record `seq`, if it is kept.
@@ -207,38 +231,39 @@ impl AuditLog {
     /// verify are removed: at a break (an edited, missing or unreadable record) it stops before
     /// it, so retention never removes the evidence. Returns the records removed (first, last),
     /// or `None` if there was nothing to remove.
+    ///
+    /// `append` goes on meanwhile: records older than the head never change, so the walk over
+    /// them (a read and a hash per record, millions of them on a first removal) holds no lock
+    /// the writer needs; only removals are serialised, among themselves.
     pub fn prune_through(&self, seq: u64) -> Result<Option<(u64, u64)>, AuditError> {
-        let removed = {
-            let guard = self.head.lock().expect("audit head lock");
-            let base = self.base()?;
-            let seq = seq.min(guard.0.seq.saturating_sub(1));
-            if seq <= base.seq {
-                return Ok(None);
+        let _one_at_a_time = self.pruning.lock().expect("audit pruning lock");
+        let base = self.base()?;
+        let seq = seq.min(self.last_seq().saturating_sub(1));
+        if seq <= base.seq {
+            return Ok(None);
+        }
+        // The records to go, checked as `verify` checks them, up to the first break.
+        let mut last = base;
+        let snap = self.db.snapshot();
+        for item in records_after(&snap, base) {
+            let (n, rec) = item?;
+            match rec.ok().filter(|_| n <= seq).and_then(|r| follows(last, n, &r).ok()) {
+                Some(h) => last = h,
+                None => break,
             }
-            // The records to go, checked as `verify` checks them, up to the first break.
-            let mut last = base;
-            for item in self.records_after(base) {
-                let (n, rec) = item?;
-                match rec.ok().filter(|_| n <= seq).and_then(|r| follows(last, n, &r).ok()) {
-                    Some(h) => last = h,
-                    None => break,
-                }
-            }
-            if last.seq == base.seq {
-                return Ok(None);
-            }
-            let seq = last.seq;
-            let mut batch = WriteBatch::default();
-            batch.delete_range((base.seq + 1).to_be_bytes(), (seq + 1).to_be_bytes());
-            batch.put(KEY_BASE, encode(&last)?);
-            let mut opts = WriteOptions::default();
-            opts.set_sync(true);
-            self.db.write_opt(batch, &opts)?;
-            (base.seq + 1, seq)
-        };
+        }
+        if last.seq == base.seq {
+            return Ok(None);
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_range((base.seq + 1).to_be_bytes(), (last.seq + 1).to_be_bytes());
+        batch.put(KEY_BASE, encode(&last)?);
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
         // Hand the space back now rather than whenever compaction reaches those files.
-        self.db.compact_range(None::<&[u8]>, Some((removed.1 + 1).to_be_bytes()));
-        Ok(Some(removed))
+        self.db.compact_range(None::<&[u8]>, Some((last.seq + 1).to_be_bytes()));
+        Ok(Some((base.seq + 1, last.seq)))
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -326,14 +351,16 @@ impl AuditLog {
     }
 
     /// Walks the whole chain from its base; `Ok(n)` is the number of records verified.
+    ///
+    /// Head, base and records are read from one snapshot: on a live node the writer appends
+    /// (and retention removes) meanwhile, and a head read before the walk began would not be
+    /// where the walk ends.
     pub fn verify(&self) -> Result<Result<u64, ChainBreak>, AuditError> {
-        let head: Head = match self.db.get(KEY_HEAD)? {
-            Some(b) => decode(&b)?,
-            None => Head { seq: 0, hash: [0; 32] },
-        };
-        let base = self.base()?;
+        let snap = self.db.snapshot();
+        let head = head_or_empty(snap.get(KEY_HEAD)?)?;
+        let base = head_or_empty(snap.get(KEY_BASE)?)?;
         let mut prev = base;
-        for item in self.records_after(base) {
+        for item in records_after(&snap, base) {
             let (seq, rec) = item?;
             let rec = match rec {
                 Ok(r) => r,
@@ -348,20 +375,6 @@ impl AuditLog {
             return Ok(Err(ChainBreak::Truncated { head: head.seq, last: prev.seq }));
         }
         Ok(Ok(prev.seq - base.seq))
-    }
-
-    /// The records after `base` in order: each one's number, and the record or why it cannot
-    /// be read. (Record keys are 8 bytes; the head, base and witness keys sort after them.)
-    fn records_after(
-        &self,
-        base: Head,
-    ) -> impl Iterator<Item = Result<(u64, Result<Record, CodecError>), AuditError>> + '_ {
-        let first = (base.seq + 1).to_be_bytes();
-        self.db.iterator(IteratorMode::From(&first, rocksdb::Direction::Forward)).filter_map(|item| match item {
-            Err(e) => Some(Err(e.into())),
-            Ok((k, _)) if k.len() != 8 => None,
-            Ok((k, v)) => Some(Ok((u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes")), decode(&v)))),
-        })
     }
 
     /// Test and tooling access: overwrite one record's body in place (no re-chaining), as an
@@ -488,6 +501,43 @@ mod tests {
         // A head witnessed before the pruning can no longer be compared, and is not a break.
         assert_eq!(log.check_witnessed(Head { seq: 500, hash: [3; 32] }).unwrap(), Ok(()));
         assert_eq!(log.check_witnessed(log.head()).unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_live_chain_verifies_while_it_grows_and_is_pruned() {
+        // The writer appends and retention removes while verify walks: each walk must see one
+        // consistent chain (head, base and records as of one moment), never a false break.
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (_d, log) = filled(1000);
+        let log = std::sync::Arc::new(log);
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (log, done) = (log.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..3000 {
+                    log.append(&vec![b"{\"event\":1}".to_vec(); 16]).unwrap();
+                }
+                done.store(true, Ordering::Relaxed);
+            })
+        };
+        let pruner = {
+            let (log, done) = (log.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    log.prune_through(log.last_seq().saturating_sub(500)).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            })
+        };
+        let mut walks = 0;
+        while !done.load(Ordering::Relaxed) || walks < 20 {
+            assert!(log.verify().unwrap().is_ok(), "a live chain verifies (walk {walks})");
+            walks += 1;
+        }
+        writer.join().unwrap();
+        pruner.join().unwrap();
+        assert!(log.base().unwrap().seq > 0, "retention ran meanwhile");
+        assert_eq!(log.verify().unwrap(), Ok(1000 + 3000 * 16 - log.base().unwrap().seq));
     }
 
     #[test]
