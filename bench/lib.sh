@@ -13,9 +13,11 @@ http { access_log off; server { listen 127.0.0.1:$2; location / { return 200 "ok
 NGINX
 }
 
-# nginx_proxy_conf FILE PORT UPSTREAM_PORT WORKERS [DIRECTIVES]: nginx as a keep-alive reverse
-# proxy with no checks, the peer raftgate is compared with. DIRECTIVES go first (for example
-# "daemon off; master_process off;"). Its pid file is FILE.pid.
+# nginx_proxy_conf FILE PORT UPSTREAM_PORT WORKERS [DIRECTIVES] [ACCESS_LOG]: nginx as a keep-alive
+# reverse proxy with no checks, the peer raftgate is compared with. DIRECTIVES go first (for
+# example "daemon off; master_process off;"). ACCESS_LOG is the `access_log` directive's argument
+# (default `off`; benchmarks.md §5: logging on for all peers or off for all, buffered when on).
+# Its pid file is FILE.pid.
 nginx_proxy_conf() {
     cat > "$1" <<NGINX
 ${5:-}
@@ -24,7 +26,7 @@ pid $1.pid;
 error_log $1.error.log;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  access_log ${6:-off};
   upstream up { server 127.0.0.1:$3; keepalive 128; }
   server { listen 127.0.0.1:$2; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
