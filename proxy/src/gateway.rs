@@ -130,10 +130,7 @@ impl Gateway {
         let decision = if reason.starts_with("ok") { "allow" } else { "deny" };
         let status = resp.status().as_u16();
         let elapsed = started.elapsed();
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels { route: RouteLabel(facts.route.clone()), decision, status })
-            .inc();
+        self.metrics.count_request(RequestLabels { route: RouteLabel(facts.route.clone()), decision, status });
         self.metrics.latency_seconds.observe(elapsed);
         let event = AuditEvent {
             ts_ms: now + elapsed.as_millis() as u64,
@@ -217,7 +214,9 @@ impl Gateway {
         if canon != uri.path() {
             facts.raw_path = Some(cut(uri.path()));
         }
-        facts.path = canon.clone();
+        // The audit event's path and what the later phases read: one string, not two.
+        facts.path = canon;
+        let canon: &str = &facts.path;
         let mut hosts = req.headers().get_all(http::header::HOST).iter();
         let (h1, h2) = (hosts.next(), hosts.next());
         if h2.is_some() {
@@ -245,7 +244,7 @@ impl Gateway {
         let method = req.method().clone();
 
         // Phase 2: route.
-        let route = route::find(policy, host.as_deref(), method.as_str(), &canon)
+        let route = route::find(policy, host.as_deref(), method.as_str(), canon)
             .ok_or_else(|| Deny::new(StatusCode::NOT_FOUND, "no_route"))?;
         facts.route = Some(route.name.clone());
 
@@ -290,7 +289,7 @@ impl Gateway {
 
         // Phase 4: authorize.
         if let Some(c) = &caller {
-            authorize::authorize(policy, c, method.as_str(), &canon)?;
+            authorize::authorize(policy, c, method.as_str(), canon)?;
         }
 
         // Phase 5: rate-limit.
@@ -332,15 +331,19 @@ impl Gateway {
         if let (Some(c), Some(roles)) = (&caller, &roles) {
             added.push((&headers::X_GATEWAY_CONSUMER, c.consumer.name.as_str()));
             added.push((&headers::X_GATEWAY_KEY_ID, &*c.key.id));
-            added.push((&headers::X_GATEWAY_ROLES, roles.as_str()));
+            added.push((&headers::X_GATEWAY_ROLES, &**roles));
         }
         if upgrade.is_some() {
             // Hop-by-hop, so filtered out of the client's headers: the gateway asks for itself.
             added.push((&headers::CONNECTION, "upgrade"));
             added.push((&headers::UPGRADE, "websocket"));
         }
+        let with_query;
         let path_and_query = match parts.uri.query() {
-            Some(q) => format!("{canon}?{q}"),
+            Some(q) => {
+                with_query = format!("{canon}?{q}");
+                with_query.as_str()
+            }
             None => canon,
         };
         let out = forward::Outbound {
@@ -385,10 +388,11 @@ impl Gateway {
     /// path.
     pub fn refused_head(&self, peer: SocketAddr, status: StatusCode, reason: &'static str) {
         let version = self.policy.load().version;
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels { route: RouteLabel(None), decision: "deny", status: status.as_u16() })
-            .inc();
+        self.metrics.count_request(RequestLabels {
+            route: RouteLabel(None),
+            decision: "deny",
+            status: status.as_u16(),
+        });
         self.audit.record(AuditEvent {
             ts_ms: now_ms(),
             node_id: self.cfg.node_id,

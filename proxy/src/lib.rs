@@ -18,6 +18,7 @@ pub mod freshness;
 pub mod gateway;
 pub mod global;
 pub mod h1;
+mod hashing;
 pub mod limits;
 pub mod metrics;
 pub mod phases;

@@ -2,7 +2,6 @@
 //! global mode is in [`crate::global`].
 //! Also the per-IP limiter on failed authentications that makes an invalid-key flood cheap.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
@@ -12,6 +11,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::global::GlobalLimits;
+use crate::hashing::ConfigMap;
 use crate::policy::{Name, RateLimitPolicy};
 use crate::reports::AuthFailureReports;
 
@@ -39,7 +39,7 @@ pub struct Exceeded {
 
 pub struct Limits {
     /// Local-mode limiters by policy name, rebuilt when a policy's parameters change.
-    by_policy: RwLock<HashMap<Name, Entry>>,
+    by_policy: RwLock<ConfigMap<Name, Entry>>,
     /// Global-mode tokens this node holds under quota leases.
     pub global: Arc<GlobalLimits>,
     /// Failed authentications per IP, to be reported to the cluster (when the guard is on).
@@ -89,12 +89,18 @@ impl Limits {
 
     /// Charges `p.cost` to `subject` under policy `p`.
     pub fn check(&self, p: &RateLimitPolicy, subject: &str) -> Result<(), Exceeded> {
-        let limiter = self.limiter(p);
         let cost = NonZeroU32::new(u32::try_from(p.cost).unwrap_or(u32::MAX).max(1)).expect("≥ 1");
         let exceeded =
             |retry_after| Exceeded { policy: p.name.clone(), limit: p.limit, window_s: p.window_s, retry_after };
         // Subjects are small strings; a String key per check is the price of a keyed store.
-        match limiter.check_key_n(&subject.to_string(), cost) {
+        let key = subject.to_string();
+        // The usual case checks under the read lock, without taking a reference to the limiter
+        // (two more atomic writes to a line every proxy thread shares).
+        let checked = {
+            let map = self.by_policy.read().expect("limits lock");
+            map.get(&p.name).filter(|e| e.policy == *p).map(|e| e.limiter.check_key_n(&key, cost))
+        };
+        match checked.unwrap_or_else(|| self.limiter(p).check_key_n(&key, cost)) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(exceeded(not_until.wait_time_from(self.clock.now()))),
             Err(_) => Err(exceeded(Duration::from_secs(p.window_s))),

@@ -5,8 +5,6 @@
 pub mod wire;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -17,6 +15,7 @@ use http_body_util::combinators::BoxBody;
 use tokio::net::TcpStream;
 
 use crate::clock::{mono_ms, now_ms};
+use crate::hashing::ConfigMap;
 use wire::WireError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -123,9 +122,9 @@ pub struct Upstreams {
     connect_timeout: Duration,
     /// Round-robin cursor per route name. Both maps are keyed by what operators configured, not
     /// by what clients send, so a cheap hash serves (SipHash cost ~250 instructions a lookup).
-    cursors: RwLock<HashMap<String, Arc<AtomicUsize>, BuildHasherDefault<KeyHasher>>>,
+    cursors: RwLock<ConfigMap<String, Arc<AtomicUsize>>>,
     /// Every upstream seen, by base URL: parsed once, with its health.
-    targets: RwLock<HashMap<String, Arc<Target>, BuildHasherDefault<KeyHasher>>>,
+    targets: RwLock<ConfigMap<String, Arc<Target>>>,
 }
 
 impl Upstreams {
@@ -250,25 +249,6 @@ fn head_for<'t>(target: &'t Target, req: &wire::Head<'_>, chunked: bool) -> Resu
     Ok((ep, head))
 }
 
-/// Hashes the pool's keys (small sequential numbers) by one multiplication, and configured
-/// names and URLs byte by byte (FNV-1a).
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 struct Idle {
     io: TcpStream,
     since_ms: u64,
@@ -279,7 +259,7 @@ struct Idle {
 /// lookup with no lock.
 #[derive(Default)]
 struct Pool {
-    idle: HashMap<u64, Vec<Idle>, BuildHasherDefault<KeyHasher>>,
+    idle: ConfigMap<u64, Vec<Idle>>,
     swept_ms: u64,
 }
 

@@ -17,7 +17,7 @@ use crate::upstream::{Body, BoxError, SendError, Upstreams};
 
 pub struct Outbound<'a> {
     pub method: Method,
-    pub path_and_query: String,
+    pub path_and_query: &'a str,
     /// The client's headers, as received: what goes upstream is filtered as the head is written.
     pub headers: http::HeaderMap,
     /// The gateway's own headers (identity, `X-Forwarded-*`).
@@ -101,7 +101,7 @@ pub async fn forward(
     // One retry at most, and only for requests that cannot have reached the upstream.
     let attempts = if retryable { order.iter().flatten().count() } else { 1 };
     let head =
-        Head { method: &out.method, path_and_query: &out.path_and_query, headers: &out.headers, added: &out.added };
+        Head { method: &out.method, path_and_query: out.path_and_query, headers: &out.headers, added: &out.added };
     for (i, target) in order.iter().flatten().take(attempts).enumerate() {
         let sent = async {
             if out.upgrade {
