@@ -10,17 +10,25 @@
 # a warm-up, then collection is switched on for exactly N requests from oha (-c 8) and off
 # again; everything the process executes in that window counts, background threads included
 # (Raft heartbeats, the audit writer), as nginx has none.
-# Usage: bench/proxy-instructions.sh [requests]
+# Usage: bench/proxy-instructions.sh [requests] [extra routes]
+# Extra routes (default 0) are installed before counting, each with a prefix of its own
+# (/svcN/v1), as a policy with many routes has; the measured requests still match the catch-all
+# route `api`, the worst case for a router that tries routes one by one.
+# RAFTGATE_BIN=path counts that binary instead of this tree's build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 . bench/lib.sh
-N=${1:-20000}
+N=${1:-20000}; ROUTES=${2:-0}
 install_bench_tools
 dpkg-query -W -f='${Status}' valgrind 2>/dev/null | grep -q "install ok installed" ||
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
-cargo build --release --locked --workspace --bins >/dev/null
-BIN="$CARGO_TARGET_DIR/release/raftgate"
+if [ -n "${RAFTGATE_BIN:-}" ]; then
+    BIN="$RAFTGATE_BIN"
+else
+    cargo build --release --locked --workspace --bins >/dev/null
+    BIN="$CARGO_TARGET_DIR/release/raftgate"
+fi
 W=$(mktemp -d)
 cleanup() {
     kill "$(cat "$W/rg.pid" 2>/dev/null)" "$(cat "$W/ngx.pid" 2>/dev/null)" 2>/dev/null || true
@@ -43,6 +51,10 @@ valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/rg.cg" \
     --proxy-addr 127.0.0.1:$RG --admin-token-file "$W/token" >"$W/rg.log" 2>&1 &
 echo $! > "$W/rg.pid"
 KEY=$(bench_policy $ADM "$(cat "$W/token")" $UP)
+for i in $(seq 1 "$ROUTES"); do
+    bench_api $ADM "$(cat "$W/token")" PUT "/v1/routes/r$i" \
+        "{\"path_prefix\":\"/svc$i/v1\",\"upstreams\":[\"http://127.0.0.1:$UP\"]}" >/dev/null
+done
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$NGX/" >/dev/null 2>&1 && break; sleep 0.2; done
 
 # dump NAME PID: the instructions counted since collection was last switched on (the newest
@@ -87,7 +99,7 @@ FLOOD=$(count rg "$(cat "$W/rg.pid")" "http://127.0.0.1:$RG/orders/1" \
 # valgrind does not emulate the SHA extensions, so SHA-256 (the key digest, the audit hash
 # chain) runs in software here and costs far more than on the machine itself: SHA (above) says
 # how much, from the proxied run's profile.
-echo "requests per proxy: $N (oha -c 8, after 2,000 to warm up), valgrind $(valgrind --version | cut -d- -f2)"
+echo "requests per proxy: $N (oha -c 8, after 2,000 to warm up), raftgate with $((ROUTES + 1)) routes, valgrind $(valgrind --version | cut -d- -f2)"
 echo "$NG" "$RGL" | awk '{
     n = $2 / $3; r = $7 / $8;
     printf "nginx proxy: %.0f instructions for %d requests answered 200 (%.1f s; idle: %.0f a second): %.0f per request\n", $2, $3, $5, $4, n;

@@ -64,6 +64,7 @@ pub struct Gateway {
     /// The policy published by the state machine; loaded once per request.
     policy: Arc<ArcSwap<Policy>>,
     pub limits: Limits,
+    router: route::Router,
     upstreams: Upstreams,
     audit: AuditQueue,
     pub metrics: ProxyMetrics,
@@ -90,7 +91,16 @@ impl Gateway {
         audit: AuditQueue,
     ) -> Self {
         let upstreams = Upstreams::new(cfg.upstream_connect_timeout);
-        Self { cfg, fresh, policy, limits: Limits::new(), upstreams, audit, metrics: ProxyMetrics::new() }
+        Self {
+            cfg,
+            fresh,
+            policy,
+            limits: Limits::new(),
+            router: route::Router::default(),
+            upstreams,
+            audit,
+            metrics: ProxyMetrics::new(),
+        }
     }
 
     pub fn audit_queue(&self) -> &AuditQueue {
@@ -244,7 +254,9 @@ impl Gateway {
         let method = req.method().clone();
 
         // Phase 2: route.
-        let route = route::find(policy, host.as_deref(), method.as_str(), canon)
+        let route = self
+            .router
+            .find(policy, host.as_deref(), method.as_str(), canon)
             .ok_or_else(|| Deny::new(StatusCode::NOT_FOUND, "no_route"))?;
         facts.route = Some(route.name.clone());
 
