@@ -53,7 +53,11 @@ impl WallClock {
         let mono = self.epoch.elapsed().as_millis() as u64;
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         let offset = wall + self.skew(mono) - mono as i64;
-        let kept = self.offset.fetch_max(offset, Ordering::Relaxed).max(offset);
+        // Written only when it grows (rarely: a forward step, or the first read): every proxy
+        // thread reads this clock for every request, and an atomic write each time would move
+        // the line between their cores.
+        let seen = self.offset.load(Ordering::Relaxed);
+        let kept = if offset > seen { self.offset.fetch_max(offset, Ordering::Relaxed).max(offset) } else { seen };
         (mono as i64 + kept).max(0) as u64
     }
 }

@@ -14,7 +14,7 @@ use http::Response;
 use http_body_util::combinators::BoxBody;
 use tokio::net::TcpStream;
 
-use crate::clock::{mono_ms, now_ms};
+use crate::clock::mono_ms;
 use crate::hashing::ConfigMap;
 use wire::WireError;
 
@@ -36,6 +36,8 @@ const POOL_SWEEP_EVERY_MS: u64 = 10_000;
 #[derive(Default)]
 struct Health {
     consecutive_failures: AtomicU32,
+    /// On the monotonic clock ([`mono_ms`]): a step of the wall clock neither prolongs an
+    /// ejection nor ends it early.
     ejected_until_ms: AtomicU64,
 }
 
@@ -149,15 +151,11 @@ impl Upstreams {
     /// The first two upstreams of a route to try (a request is tried on two at most): round-robin
     /// start, ejected ones after every healthy one. Only as many are looked up as are needed.
     pub fn order(&self, route: &str, upstreams: &[String]) -> [Option<Arc<Target>>; 2] {
-        let cursor = {
-            let found = self.cursors.read().expect("cursor lock").get(route).cloned();
-            found.unwrap_or_else(|| {
-                self.cursors.write().expect("cursor lock").entry(route.to_string()).or_default().clone()
-            })
-        };
-        let start = cursor.fetch_add(1, Ordering::Relaxed);
-        let now = now_ms();
         let n = upstreams.len();
+        // A route with one upstream has no turn to take: no cursor to find and advance (an
+        // atomic write to a line every proxy thread shares).
+        let start = if n > 1 { self.cursor(route).fetch_add(1, Ordering::Relaxed) } else { 0 };
+        let now = mono_ms();
         let want = n.min(2);
         let mut picked: [Option<Arc<Target>>; 2] = [None, None];
         let mut k = 0;
@@ -176,6 +174,13 @@ impl Upstreams {
             }
         }
         picked
+    }
+
+    /// The round-robin cursor of `route`.
+    fn cursor(&self, route: &str) -> Arc<AtomicUsize> {
+        let found = self.cursors.read().expect("cursor lock").get(route).cloned();
+        found
+            .unwrap_or_else(|| self.cursors.write().expect("cursor lock").entry(route.to_string()).or_default().clone())
     }
 
     /// Sends one request to `target` on a pooled connection (or a new one) and returns once the
@@ -327,7 +332,7 @@ impl Target {
         }
         let failures = health.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= EJECT_AFTER_FAILURES {
-            health.ejected_until_ms.store(now_ms() + EJECT_FOR_MS, Ordering::Relaxed);
+            health.ejected_until_ms.store(mono_ms() + EJECT_FOR_MS, Ordering::Relaxed);
             tracing::warn!(upstream = %self.url, failures, "upstream ejected");
         }
     }
@@ -368,8 +373,9 @@ mod tests {
         assert_eq!(names(&ups.order("three", &three)), ["http://b", "http://c"]);
         assert_eq!(names(&ups.order("three", &three)), ["http://b", "http://c"]);
         assert_eq!(names(&ups.order("three", &three)), ["http://c", "http://b"]);
-        // One upstream: one candidate.
+        // One upstream: one candidate, and no cursor kept for it.
         assert_eq!(names(&ups.order("one", &targets[..1])), ["http://a"]);
+        assert!(!ups.cursors.read().unwrap().contains_key("one"));
     }
 
     #[test]
