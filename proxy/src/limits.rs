@@ -4,9 +4,10 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -23,6 +24,7 @@ const FAILED_AUTH_BURST: u32 = 20;
 type Keyed = DefaultKeyedRateLimiter<String>;
 
 /// One policy's limiter and the parameters it was built from.
+#[derive(Clone)]
 struct Entry {
     policy: RateLimitPolicy,
     limiter: Arc<Keyed>,
@@ -38,8 +40,10 @@ pub struct Exceeded {
 }
 
 pub struct Limits {
-    /// Local-mode limiters by policy name, rebuilt when a policy's parameters change.
-    by_policy: RwLock<ConfigMap<Name, Entry>>,
+    /// Local-mode limiters by policy name, rebuilt when a policy's parameters change. Read on
+    /// every request without a lock (a lock's reader count is a line every proxy thread
+    /// writes); copied and swapped on the rare change.
+    by_policy: ArcSwap<ConfigMap<Name, Entry>>,
     /// Global-mode tokens this node holds under quota leases.
     pub global: Arc<GlobalLimits>,
     /// Failed authentications per IP, to be reported to the cluster (when the guard is on).
@@ -63,7 +67,7 @@ impl Limits {
         let q = Quota::per_second(NonZeroU32::new(FAILED_AUTH_PER_IP_PER_S).expect("nonzero"))
             .allow_burst(NonZeroU32::new(FAILED_AUTH_BURST).expect("nonzero"));
         Self {
-            by_policy: RwLock::default(),
+            by_policy: ArcSwap::default(),
             global: Arc::new(GlobalLimits::default()),
             auth_reports: Arc::new(AuthFailureReports::default()),
             failed_auth: RateLimiter::keyed(q),
@@ -71,20 +75,26 @@ impl Limits {
         }
     }
 
+    /// The limiter of `p`, made (or remade, if `p` changed) when needed. Two threads making the
+    /// same one at once end with one of them, which both use.
     fn limiter(&self, p: &RateLimitPolicy) -> Arc<Keyed> {
-        if let Some(e) = self.by_policy.read().expect("limits lock").get(&p.name) {
-            if e.policy == *p {
-                return e.limiter.clone();
+        if let Some(e) = self.by_policy.load().get(&p.name).filter(|e| e.policy == *p) {
+            return e.limiter.clone();
+        }
+        let fresh = Arc::new(RateLimiter::keyed(quota(p)));
+        let mut chosen = fresh.clone();
+        self.by_policy.rcu(|map| {
+            let mut map = ConfigMap::clone(map);
+            match map.get(&p.name) {
+                Some(e) if e.policy == *p => chosen = e.limiter.clone(),
+                _ => {
+                    map.insert(p.name.clone(), Entry { policy: p.clone(), limiter: fresh.clone() });
+                    chosen = fresh.clone();
+                }
             }
-        }
-        let mut map = self.by_policy.write().expect("limits lock");
-        let e = map
-            .entry(p.name.clone())
-            .or_insert_with(|| Entry { policy: p.clone(), limiter: Arc::new(RateLimiter::keyed(quota(p))) });
-        if e.policy != *p {
-            *e = Entry { policy: p.clone(), limiter: Arc::new(RateLimiter::keyed(quota(p))) };
-        }
-        e.limiter.clone()
+            map
+        });
+        chosen
     }
 
     /// Charges `p.cost` to `subject` under policy `p`.
@@ -94,12 +104,10 @@ impl Limits {
             |retry_after| Exceeded { policy: p.name.clone(), limit: p.limit, window_s: p.window_s, retry_after };
         // Subjects are small strings; a String key per check is the price of a keyed store.
         let key = subject.to_string();
-        // The usual case checks under the read lock, without taking a reference to the limiter
-        // (two more atomic writes to a line every proxy thread shares).
-        let checked = {
-            let map = self.by_policy.read().expect("limits lock");
-            map.get(&p.name).filter(|e| e.policy == *p).map(|e| e.limiter.check_key_n(&key, cost))
-        };
+        // The usual case checks without taking a reference to the limiter (two more atomic
+        // writes to a line every proxy thread shares).
+        let checked =
+            self.by_policy.load().get(&p.name).filter(|e| e.policy == *p).map(|e| e.limiter.check_key_n(&key, cost));
         match checked.unwrap_or_else(|| self.limiter(p).check_key_n(&key, cost)) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(exceeded(not_until.wait_time_from(self.clock.now()))),
@@ -114,7 +122,7 @@ impl Limits {
 
     /// Forgets idle subjects so the keyed stores do not grow without bound.
     pub fn housekeeping(&self) {
-        for e in self.by_policy.read().expect("limits lock").values() {
+        for e in self.by_policy.load().values() {
             e.limiter.retain_recent();
             e.limiter.shrink_to_fit();
         }

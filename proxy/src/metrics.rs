@@ -40,7 +40,8 @@ pub struct ProxyMetrics {
     /// SipHash, ~400 instructions a request for labels the policy names (route) and the gateway
     /// picks (decision, status), none of which a client can choose freely. Same counters,
     /// so the exposition is unchanged.
-    request_counters: std::sync::RwLock<crate::hashing::ConfigMap<RequestLabels, Counter>>,
+    /// Read without a lock, copied and swapped when a label set is first seen.
+    request_counters: arc_swap::ArcSwap<crate::hashing::ConfigMap<RequestLabels, Counter>>,
     pub latency_seconds: DurationHistogram,
     pub auth_failures: Counter,
     pub rate_limited: Counter,
@@ -68,13 +69,18 @@ impl ProxyMetrics {
 
     /// Counts one request under its labels.
     pub fn count_request(&self, labels: RequestLabels) {
-        if let Some(c) = self.request_counters.read().expect("metrics lock").get(&labels) {
+        if let Some(c) = self.request_counters.load().get(&labels) {
             c.inc();
             return;
         }
+        // The family's own counter: two threads adding the same label set share it.
         let counter = self.requests.get_or_create(&labels).clone();
         counter.inc();
-        self.request_counters.write().expect("metrics lock").insert(labels, counter);
+        self.request_counters.rcu(|map| {
+            let mut map = crate::hashing::ConfigMap::clone(map);
+            map.insert(labels.clone(), counter.clone());
+            map
+        });
     }
 
     pub fn register(&self, r: &mut Registry) {

@@ -14,6 +14,8 @@ use http::Response;
 use http_body_util::combinators::BoxBody;
 use tokio::net::TcpStream;
 
+use arc_swap::ArcSwap;
+
 use crate::clock::mono_ms;
 use crate::hashing::ConfigMap;
 use wire::WireError;
@@ -125,27 +127,30 @@ pub struct Upstreams {
     /// Round-robin cursor per route name. Both maps are keyed by what operators configured, not
     /// by what clients send, so a cheap hash serves (SipHash cost ~250 instructions a lookup).
     cursors: RwLock<ConfigMap<String, Arc<AtomicUsize>>>,
-    /// Every upstream seen, by base URL: parsed once, with its health.
-    targets: RwLock<ConfigMap<String, Arc<Target>>>,
+    /// Every upstream seen, by base URL: parsed once, with its health. Read without a lock on
+    /// every request; copied and swapped when a URL is first seen.
+    targets: ArcSwap<ConfigMap<String, Arc<Target>>>,
 }
 
 impl Upstreams {
     pub fn new(connect_timeout: Duration) -> Self {
-        Self { connect_timeout, cursors: RwLock::default(), targets: RwLock::default() }
+        Self { connect_timeout, cursors: RwLock::default(), targets: ArcSwap::default() }
     }
 
     fn target(&self, url: &str) -> Arc<Target> {
-        if let Some(t) = self.targets.read().expect("targets lock").get(url) {
+        if let Some(t) = self.targets.load().get(url) {
             return t.clone();
         }
-        self.targets
-            .write()
-            .expect("targets lock")
-            .entry(url.to_string())
-            .or_insert_with(|| {
-                Arc::new(Target { url: url.to_string(), endpoint: Endpoint::parse(url), health: Health::default() })
-            })
-            .clone()
+        let fresh =
+            Arc::new(Target { url: url.to_string(), endpoint: Endpoint::parse(url), health: Health::default() });
+        let mut chosen = fresh.clone();
+        // Two threads seeing a URL first at once end with one target (one health record).
+        self.targets.rcu(|map| {
+            let mut map = ConfigMap::clone(map);
+            chosen = map.entry(url.to_string()).or_insert_with(|| fresh.clone()).clone();
+            map
+        });
+        chosen
     }
 
     /// The first two upstreams of a route to try (a request is tried on two at most): round-robin
