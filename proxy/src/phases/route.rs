@@ -1,7 +1,9 @@
 //! Phase 2, route: pick the route for (host, method, canonical path). The longest matching
 //! path prefix wins; prefixes match whole segments (`/orders` never matches `/orders-admin`);
-//! among routes of the same prefix, one naming the host beats one for any host, and after that
-//! the last by name wins.
+//! among routes of the same prefix, one naming the host beats one for any host, then one
+//! naming the method beats one for any method (so `POST /orders` to a write service beside
+//! `/orders` for everything else does what it says, whatever the two are called), and after
+//! that the last by name wins.
 //!
 //! The routes are indexed by prefix ([`Router`]), so finding one costs a hash lookup per
 //! distinct prefix length, not a comparison per route: with 1,000 routes a linear scan took a
@@ -70,6 +72,14 @@ struct Candidate {
     methods: Vec<String>,
 }
 
+impl Candidate {
+    /// What decides between routes of one prefix that both match: naming the host, then
+    /// naming the method.
+    fn specificity(&self) -> (bool, bool) {
+        (!self.hosts.is_empty(), !self.methods.is_empty())
+    }
+}
+
 impl RouteIndex {
     fn build(routes: &OrdMap<Name, Route>) -> Self {
         let mut by_prefix: HashMap<String, Vec<Candidate>> = HashMap::new();
@@ -98,8 +108,8 @@ impl RouteIndex {
                 if !c.methods.is_empty() && !c.methods.iter().any(|m| m == method) {
                     continue;
                 }
-                // A host-specific route beats one for any host; otherwise the later one wins.
-                if !best.is_some_and(|b| !b.hosts.is_empty() && c.hosts.is_empty()) {
+                // Host-specific first, then method-specific; of equals, the later one.
+                if best.is_none_or(|b| c.specificity() >= b.specificity()) {
                     best = Some(c);
                 }
             }
@@ -127,7 +137,7 @@ mod tests {
     }
 
     /// The definition the index must agree with: every route tried in name order, the longest
-    /// prefix and then host-specific first, the last of equals.
+    /// prefix, then host-specific, then method-specific first, the last of equals.
     fn find_linear<'p>(policy: &'p Policy, host: Option<&str>, method: &str, path: &str) -> Option<&'p Route> {
         policy
             .routes
@@ -135,7 +145,7 @@ mod tests {
             .filter(|r| r.hosts.is_empty() || host.is_some_and(|h| r.hosts.iter().any(|rh| rh == h)))
             .filter(|r| r.methods.is_empty() || r.methods.iter().any(|m| m == method))
             .filter(|r| prefix_matches(&r.path_prefix, path))
-            .max_by_key(|r| (r.path_prefix.trim_end_matches('/').len(), !r.hosts.is_empty()))
+            .max_by_key(|r| (r.path_prefix.trim_end_matches('/').len(), !r.hosts.is_empty(), !r.methods.is_empty()))
     }
 
     fn route(name: &str, prefix: &str, hosts: &[&str], methods: &[&str]) -> Route {
@@ -166,6 +176,10 @@ mod tests {
         assert_eq!(router.find(&b, Some("api.example"), "GET", "/orders/1/x").map(|r| r.name.as_str()), Some("c"));
         assert_eq!(router.find(&b, None, "GET", "/orders/1").map(|r| r.name.as_str()), None);
         assert_eq!(router.find(&a, None, "GET", "/orders").map(|r| r.name.as_str()), Some("a"));
+        // Of one prefix, a route naming the method beats one for any method, whatever the names.
+        let c = policy(vec![route("a-write", "/orders", &[], &["POST"]), route("orders", "/orders", &[], &[])]);
+        assert_eq!(router.find(&c, None, "POST", "/orders/1").map(|r| r.name.as_str()), Some("a-write"));
+        assert_eq!(router.find(&c, None, "GET", "/orders/1").map(|r| r.name.as_str()), Some("orders"));
         // A long path of many segments is looked up once per prefix length only.
         let long = "/a".repeat(4000);
         assert_eq!(router.find(&a, None, "GET", &long).map(|r| r.name.as_str()), Some("b"));
