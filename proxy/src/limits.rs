@@ -75,12 +75,10 @@ impl Limits {
         }
     }
 
-    /// The limiter of `p`, made (or remade, if `p` changed) when needed. Two threads making the
-    /// same one at once end with one of them, which both use.
+    /// Makes the limiter of `p` (or remakes it, if `p` changed), for when [`Limits::check`]
+    /// found none for it. Two threads making the same one at once end with one of them, which
+    /// both use.
     fn limiter(&self, p: &RateLimitPolicy) -> Arc<Keyed> {
-        if let Some(e) = self.by_policy.load().get(&p.name).filter(|e| e.policy == *p) {
-            return e.limiter.clone();
-        }
         let fresh = Arc::new(RateLimiter::keyed(quota(p)));
         let mut chosen = fresh.clone();
         self.by_policy.rcu(|map| {

@@ -42,15 +42,14 @@ impl Router {
     /// with other routes is seen (a policy that changed only keys or limits shares its routes
     /// map with the last one, which `ptr_eq` sees in O(1)).
     pub fn find<'p>(&self, policy: &'p Policy, host: Option<&str>, method: &str, path: &str) -> Option<&'p Route> {
+        // The route is the policy's own (the index only names it), so no name is cloned.
         let index = self.index.load();
-        let name = if index.routes.ptr_eq(&policy.routes) {
-            index.find(host, method, path)?.clone()
-        } else {
-            let fresh = Arc::new(RouteIndex::build(&policy.routes));
-            self.index.store(fresh.clone());
-            fresh.find(host, method, path)?.clone()
-        };
-        policy.routes.get(&name)
+        if index.routes.ptr_eq(&policy.routes) {
+            return index.find(host, method, path).and_then(|name| policy.routes.get(name));
+        }
+        let fresh = Arc::new(RouteIndex::build(&policy.routes));
+        self.index.store(fresh.clone());
+        fresh.find(host, method, path).and_then(|name| policy.routes.get(name))
     }
 }
 
