@@ -93,6 +93,24 @@ NG=$(count ngx "$(cat "$W/ngx.pid")" "http://127.0.0.1:$NGX/")
 RGL=$(count rg "$(cat "$W/rg.pid")" "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $KEY")
 SHA=$(callgrind_annotate --inclusive=yes "$(ls -t "$W"/rg.cg.* | head -1)" 2>/dev/null |
     awk '/sha2::sha256::compress256/ { gsub(",", "", $1); if ($1 + 0 > m) m = $1 + 0 } END { print m + 0 }')
+# Heap allocations in the same window: calls into Rust's allocator (RocksDB's C++ allocates
+# on its own and is not counted), from callgrind's call counts.
+ALLOCS=$(python3 - "$(ls -t "$W"/rg.cg.* | head -1)" <<'PY'
+import re, sys
+names, total, callee = {}, 0, None
+for line in open(sys.argv[1], errors="replace"):
+    if line.startswith(("fn=", "cfn=")):
+        m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
+        if m.group(2):
+            names[m.group(1)] = m.group(2).strip()
+        callee = m.group(1) if line.startswith("cfn=") else None
+    elif line.startswith("calls=") and callee is not None:
+        if names.get(callee) in ("__rustc::__rust_alloc", "__rustc::__rust_alloc_zeroed"):
+            total += int(line.split("=")[1].split()[0])
+        callee = None
+print(total)
+PY
+)
 # The invalid-key flood (proxy-bench.sh's key): refused with 401, then 429 auth_flood.
 FLOOD=$(count rg "$(cat "$W/rg.pid")" "http://127.0.0.1:$RG/orders/1" \
     "Authorization: Bearer rgk_000000000000000000000000000000000000000000000000aa")
@@ -107,4 +125,5 @@ echo "$NG" "$RGL" | awk '{
     printf "raftgate / nginx = %.2f (user-space instructions per proxied request)\n", r / n }'
 echo "$RGL" | awk -v sha="$SHA" '{ printf "of raftgate'"'"'s, SHA-256 in software (valgrind hides SHA-NI): %.0f per request; without it raftgate / nginx = ", sha / $3 }'
 echo "$NG" "$RGL" | awk -v sha="$SHA" '{ printf "%.2f\n", (($7 - sha) / $8) / ($2 / $3) }'
+echo "$RGL" | awk -v a="$ALLOCS" '{ printf "raftgate heap allocations (Rust'"'"'s allocator): %.1f per proxied request\n", a / $3 }'
 echo "$FLOOD" "$RGL" | awk '{ printf "raftgate, invalid-key flood (401 / 429 auth_flood, audited): %.0f per refused request, %.2f of a proxied one\n", $2 / $3, ($2 / $3) / ($7 / $8) }'

@@ -232,21 +232,26 @@ impl Gateway {
         if h2.is_some() {
             return Err(Deny::bad_request("duplicate_host"));
         }
-        let host = match (uri.authority(), h1) {
+        // Owned handles on the request's own bytes (a reference count, no copy), so that the
+        // host, lowercased only when it is not already, can be borrowed past `into_parts`.
+        let (authority, host_field) = (uri.authority().cloned(), h1.cloned());
+        let host: Option<Cow<'_, str>> = match (&authority, &host_field) {
             (Some(a), Some(h)) if h.as_bytes() != a.as_str().as_bytes() => {
                 return Err(Deny::bad_request("host_mismatch"))
             }
-            (Some(a), _) => Some(a.host().to_ascii_lowercase()),
+            (Some(a), _) => Some(lowercase(a.host())),
             (None, Some(h)) => {
                 let h = h.to_str().map_err(|_| Deny::bad_request("bad_host"))?;
                 if h.contains('@') {
                     return Err(Deny::bad_request("bad_host"));
                 }
-                Some(
-                    h.rsplit_once(':')
-                        .map_or(h, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { h })
-                        .to_ascii_lowercase(),
-                )
+                Some(lowercase(h.rsplit_once(':').map_or(h, |(name, port)| {
+                    if port.bytes().all(|b| b.is_ascii_digit()) {
+                        name
+                    } else {
+                        h
+                    }
+                })))
             }
             (None, None) => None,
         };
@@ -334,21 +339,21 @@ impl Gateway {
         // The client's headers go on filtered as the upstream head is written
         // (`headers::Filter::request`); the gateway's own are added there.
         let roles = caller.as_ref().map(authorize::role_names);
-        let mut added = Vec::with_capacity(6);
-        added.push((&headers::X_FORWARDED_FOR, ip));
-        added.push((&headers::X_FORWARDED_PROTO, if over_tls { "https" } else { "http" }));
+        let mut added = forward::Added::new();
+        added.push(&headers::X_FORWARDED_FOR, ip);
+        added.push(&headers::X_FORWARDED_PROTO, if over_tls { "https" } else { "http" });
         if let Some(h) = &host {
-            added.push((&headers::X_FORWARDED_HOST, h.as_str()));
+            added.push(&headers::X_FORWARDED_HOST, h);
         }
         if let (Some(c), Some(roles)) = (&caller, &roles) {
-            added.push((&headers::X_GATEWAY_CONSUMER, c.consumer.name.as_str()));
-            added.push((&headers::X_GATEWAY_KEY_ID, &*c.key.id));
-            added.push((&headers::X_GATEWAY_ROLES, &**roles));
+            added.push(&headers::X_GATEWAY_CONSUMER, c.consumer.name.as_str());
+            added.push(&headers::X_GATEWAY_KEY_ID, &c.key.id);
+            added.push(&headers::X_GATEWAY_ROLES, roles);
         }
         if upgrade.is_some() {
             // Hop-by-hop, so filtered out of the client's headers: the gateway asks for itself.
-            added.push((&headers::CONNECTION, "upgrade"));
-            added.push((&headers::UPGRADE, "websocket"));
+            added.push(&headers::CONNECTION, "upgrade");
+            added.push(&headers::UPGRADE, "websocket");
         }
         let with_query;
         let path_and_query = match parts.uri.query() {
@@ -385,10 +390,10 @@ impl Gateway {
             h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
         }
         if caller.as_ref().is_some_and(|c| c.deprecated) {
-            resp.headers_mut().insert("deprecation", HeaderValue::from_static("true"));
+            resp.headers_mut().insert(headers::DEPRECATION.clone(), HeaderValue::from_static("true"));
         }
         if let Some(limit) = tightest {
-            resp.headers_mut().insert("ratelimit-limit", HeaderValue::from(limit));
+            resp.headers_mut().insert(headers::RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
         }
         Ok(resp)
     }
@@ -476,6 +481,15 @@ fn wants_websocket(parts: &http::request::Parts) -> bool {
 pub struct TargetWithFragment(pub bytes::Bytes);
 
 /// A path for the audit trail: at most 512 characters.
+/// `s` in lower case, copied only if it has an upper-case letter (host names seldom do).
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
 fn cut(path: &str) -> String {
     path.chars().take(512).collect()
 }

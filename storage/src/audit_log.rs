@@ -38,12 +38,12 @@ struct Record {
     body: Vec<u8>,
 }
 
-/// What [`AuditLog::append`] writes: the bytes `encode(&Record { .. })` would give (checked by
-/// a test for lengths around every step of bincode's length prefix), written directly: the
-/// version byte, the two hashes, the body's length as bincode's varint, the body. Through serde
-/// this cost about 1,000 instructions an event, most of it the 64 hash bytes one at a time.
-fn record_bytes(prev_hash: &[u8; 32], hash: &[u8; 32], body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 64 + 9 + body.len());
+/// Appends what [`AuditLog::append`] stores for a record to `out`: the bytes
+/// `encode(&Record { .. })` would give (checked by a test for lengths around every step of
+/// bincode's length prefix), written directly: the version byte, the two hashes, the body's
+/// length as bincode's varint, the body. Through serde this cost about 1,000 instructions an
+/// event, most of it the 64 hash bytes one at a time.
+fn write_record(out: &mut Vec<u8>, prev_hash: &[u8; 32], hash: &[u8; 32], body: &[u8]) {
     out.push(crate::codec::FORMAT_VERSION);
     out.extend_from_slice(prev_hash);
     out.extend_from_slice(hash);
@@ -64,7 +64,6 @@ fn record_bytes(prev_hash: &[u8; 32], hash: &[u8; 32], body: &[u8]) -> Vec<u8> {
         }
     }
     out.extend_from_slice(body);
-    out
 }
 
 /// The head of a chain: its last record's number and hash (`seq` 0: an empty chain).
@@ -189,16 +188,25 @@ impl AuditLog {
     }
 
     /// Appends bodies in order; returns the sequence number of the last one.
-    pub fn append(&self, bodies: &[Vec<u8>]) -> Result<u64, AuditError> {
+    pub fn append<I>(&self, bodies: I) -> Result<u64, AuditError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
         crate::faults::before(crate::faults::Point::Audit)?;
         let mut guard = self.head.lock().expect("audit head lock");
         let (mut head, last_sync) = *guard;
         let mut batch = WriteBatch::default();
+        // Each record is assembled here and copied into the batch: one buffer for all of them.
+        let mut record = Vec::new();
         for body in bodies {
+            let body = body.as_ref();
             let seq = head.seq + 1;
             let hash = chain(&head.hash, seq, body);
             // Version byte, two hashes, the body and its length prefix.
-            batch.put(seq.to_be_bytes(), record_bytes(&head.hash, &hash, body));
+            record.clear();
+            write_record(&mut record, &head.hash, &hash, body);
+            batch.put(seq.to_be_bytes(), &record);
             head = Head { seq, hash };
         }
         batch.put(KEY_HEAD, encode(&head)?);
@@ -515,7 +523,7 @@ mod tests {
             let (log, done) = (log.clone(), done.clone());
             std::thread::spawn(move || {
                 for _ in 0..3000 {
-                    log.append(&vec![b"{\"event\":1}".to_vec(); 16]).unwrap();
+                    log.append(vec![b"{\"event\":1}".to_vec(); 16]).unwrap();
                 }
                 done.store(true, Ordering::Relaxed);
             })
@@ -609,9 +617,13 @@ mod tests {
             let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let (prev_hash, hash) = ([7u8; 32], [9u8; 32]);
             let old = encode(&Record { prev_hash, hash, body: body.clone() }).unwrap();
-            let new = record_bytes(&prev_hash, &hash, &body);
+            // Appended after whatever the buffer holds, which it leaves as it was.
+            let mut out = b"before".to_vec();
+            write_record(&mut out, &prev_hash, &hash, &body);
+            let (before, new) = out.split_at(6);
+            assert_eq!(before, b"before");
             assert_eq!(old, new, "body of {len} bytes");
-            let back: Record = decode(&new).unwrap();
+            let back: Record = decode(new).unwrap();
             assert_eq!(back.body, body);
         }
     }

@@ -32,17 +32,31 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// a time, so a buffer that starts too small is grown and copied several times (measured: 2 %
 /// of the node's instructions per proxied request went to growing audit records).
 pub fn encode_sized<T: Serialize + ?Sized>(value: &T, len_hint: usize) -> Result<Vec<u8>, CodecError> {
-    let mut out = VecWriter(Vec::with_capacity(len_hint.max(1)));
-    out.0.push(FORMAT_VERSION);
-    bincode::serde::encode_into_writer(value, &mut out, bincode::config::standard())?;
-    Ok(out.0)
+    let mut out = Vec::with_capacity(len_hint.max(1));
+    encode_versioned_into(FORMAT_VERSION, value, &mut out)?;
+    Ok(out)
+}
+
+/// As [`encode_versioned`], appended to `out` (for values written back to back into one
+/// buffer, as the audit writer batches its events). On an error `out` is left as it was.
+pub fn encode_versioned_into<T: Serialize + ?Sized>(
+    version: u8,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let start = out.len();
+    out.push(version);
+    bincode::serde::encode_into_writer(value, VecWriter(out), bincode::config::standard()).map_err(|e| {
+        out.truncate(start);
+        e.into()
+    })
 }
 
 /// Appends to a `Vec` as bincode writes, without the `std::io::Write` adapter (and its
 /// `io::Result` per field) that `encode_into_std_write` goes through.
-struct VecWriter(Vec<u8>);
+struct VecWriter<'a>(&'a mut Vec<u8>);
 
-impl bincode::enc::write::Writer for VecWriter {
+impl bincode::enc::write::Writer for VecWriter<'_> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
         self.0.extend_from_slice(bytes);

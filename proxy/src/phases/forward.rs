@@ -21,7 +21,7 @@ pub struct Outbound<'a> {
     /// The client's headers, as received: what goes upstream is filtered as the head is written.
     pub headers: http::HeaderMap,
     /// The gateway's own headers (identity, `X-Forwarded-*`).
-    pub added: Vec<(&'static http::HeaderName, &'a str)>,
+    pub added: Added<'a>,
     /// `None` for a request without a body, which makes it safe to retry on connect failure.
     pub body: Option<crate::server::ClientBody>,
     /// A WebSocket handshake: sent on a connection of its own, whose 101 answer becomes a
@@ -31,6 +31,40 @@ pub struct Outbound<'a> {
     /// The whole request body must arrive within this time (a body trickled a byte at a time
     /// gets 408 instead of holding a connection and an upstream request open).
     pub body_read_timeout: Duration,
+}
+
+/// The most headers the gateway adds: `X-Forwarded-For`, `-Proto` and `-Host`, the three
+/// identity headers, and `Connection` and `Upgrade` for a WebSocket handshake.
+pub const ADDED_MAX: usize = 8;
+
+/// The gateway's own headers for one request, held on the stack (a `Vec` here was one more
+/// allocation per request).
+pub struct Added<'a> {
+    fields: [(&'static http::HeaderName, &'a str); ADDED_MAX],
+    len: usize,
+}
+
+impl<'a> Added<'a> {
+    pub fn new() -> Self {
+        Self { fields: [(&crate::phases::headers::X_FORWARDED_FOR, ""); ADDED_MAX], len: 0 }
+    }
+
+    /// Adds a header. Panics past [`ADDED_MAX`], which only a new header the gateway sets
+    /// without raising the bound could reach.
+    pub fn push(&mut self, name: &'static http::HeaderName, value: &'a str) {
+        self.fields[self.len] = (name, value);
+        self.len += 1;
+    }
+
+    pub fn as_slice(&self) -> &[(&'static http::HeaderName, &'a str)] {
+        &self.fields[..self.len]
+    }
+}
+
+impl Default for Added<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The request body did not arrive within its deadline.
@@ -100,8 +134,12 @@ pub async fn forward(
     });
     // One retry at most, and only for requests that cannot have reached the upstream.
     let attempts = if retryable { order.iter().flatten().count() } else { 1 };
-    let head =
-        Head { method: &out.method, path_and_query: out.path_and_query, headers: &out.headers, added: &out.added };
+    let head = Head {
+        method: &out.method,
+        path_and_query: out.path_and_query,
+        headers: &out.headers,
+        added: out.added.as_slice(),
+    };
     for (i, target) in order.iter().flatten().take(attempts).enumerate() {
         let sent = async {
             if out.upgrade {

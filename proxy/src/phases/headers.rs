@@ -58,6 +58,11 @@ pub static X_GATEWAY_ROLES: HeaderName = HeaderName::from_static("x-gateway-role
 pub static CONNECTION: HeaderName = HeaderName::from_static("connection");
 pub static UPGRADE: HeaderName = HeaderName::from_static("upgrade");
 
+/// Headers the gateway sets on the way back to the client. Named once: inserting a header by a
+/// `&str` name that `http` has no constant for allocates a copy of the name every time.
+pub static DEPRECATION: HeaderName = HeaderName::from_static("deprecation");
+pub static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+
 /// A header name read off the wire (either leg, either direction). The names nearly every
 /// message carries are matched here, case-insensitively, to `http`'s constants; anything else
 /// goes to `HeaderName::from_bytes`, which lowercases it into a scratch buffer through a table
