@@ -21,7 +21,54 @@ use crate::reports::AuthFailureReports;
 const FAILED_AUTH_PER_IP_PER_S: u32 = 10;
 const FAILED_AUTH_BURST: u32 = 20;
 
-type Keyed = DefaultKeyedRateLimiter<String>;
+type Keyed = DefaultKeyedRateLimiter<Subject>;
+
+/// Subjects up to this many bytes are held in place: an IP address in text (at most 45), a key
+/// id, most consumer names.
+const SUBJECT_INLINE: usize = 46;
+
+/// A rate-limit subject as the limiters key it. A short one is held in place, so that checking
+/// a limit allocates nothing (a `String` per check was one allocation and one free per limited
+/// request); a longer one is copied to the heap. Two subjects are equal, and hash alike, when
+/// their text is, whichever way they are held.
+#[derive(Clone, Debug)]
+enum Subject {
+    Inline { len: u8, bytes: [u8; SUBJECT_INLINE] },
+    Heap(Box<str>),
+}
+
+impl Subject {
+    fn new(s: &str) -> Self {
+        if s.len() <= SUBJECT_INLINE {
+            let mut bytes = [0; SUBJECT_INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Subject::Inline { len: s.len() as u8, bytes }
+        } else {
+            Subject::Heap(s.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Subject::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Subject::Heap(s) => s.as_bytes(),
+        }
+    }
+}
+
+impl PartialEq for Subject {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Subject {}
+
+impl std::hash::Hash for Subject {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state)
+    }
+}
 
 /// One policy's limiter and the parameters it was built from.
 #[derive(Clone)]
@@ -100,8 +147,7 @@ impl Limits {
         let cost = NonZeroU32::new(u32::try_from(p.cost).unwrap_or(u32::MAX).max(1)).expect("≥ 1");
         let exceeded =
             |retry_after| Exceeded { policy: p.name.clone(), limit: p.limit, window_s: p.window_s, retry_after };
-        // Subjects are small strings; a String key per check is the price of a keyed store.
-        let key = subject.to_string();
+        let key = Subject::new(subject);
         // The usual case checks without taking a reference to the limiter (two more atomic
         // writes to a line every proxy thread shares).
         let checked =
@@ -132,5 +178,61 @@ impl Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{LimitMode, LimitSubject};
+    use std::hash::{BuildHasher, RandomState};
+
+    fn policy(limit: u64) -> RateLimitPolicy {
+        RateLimitPolicy {
+            name: Name::parse("p").unwrap(),
+            limit,
+            window_s: 60,
+            per: LimitSubject::Ip,
+            mode: LimitMode::Local,
+            cost: 1,
+        }
+    }
+
+    #[test]
+    fn subjects_are_equal_by_text_whichever_way_they_are_held() {
+        let h = RandomState::new();
+        for len in [0, 1, SUBJECT_INLINE - 1, SUBJECT_INLINE, SUBJECT_INLINE + 1, 300] {
+            let text: String = "k".repeat(len);
+            let (a, b) = (Subject::new(&text), Subject::new(&text));
+            assert!(matches!(a, Subject::Inline { .. }) == (len <= SUBJECT_INLINE), "{len} bytes");
+            assert_eq!(a.as_bytes(), text.as_bytes());
+            assert_eq!(a, b);
+            assert_eq!(h.hash_one(&a), h.hash_one(&b));
+            if len <= SUBJECT_INLINE {
+                // The same text held on the heap.
+                let heap = Subject::Heap(text.clone().into());
+                assert_eq!(a, heap, "{len} bytes");
+                assert_eq!(h.hash_one(&a), h.hash_one(&heap), "{len} bytes");
+            }
+            assert_ne!(a, Subject::new(&format!("{text}x")));
+        }
+        // A prefix is another subject, even with the padding's zero bytes after it.
+        assert_ne!(Subject::new("10.0.0.1"), Subject::new("10.0.0.1\0"));
+    }
+
+    #[test]
+    fn each_subject_has_its_own_allowance() {
+        let limits = Limits::new();
+        let p = policy(2);
+        let long = "c".repeat(SUBJECT_INLINE + 10);
+        for subject in ["10.0.0.1", "2001:db8::1", long.as_str()] {
+            assert!(limits.check(&p, subject).is_ok());
+            assert!(limits.check(&p, subject).is_ok());
+            let over = limits.check(&p, subject).expect_err(subject);
+            assert_eq!((over.limit, over.window_s), (2, 60));
+        }
+        // Neither a longer nor a shorter text shares an allowance with one that is used up.
+        assert!(limits.check(&p, &format!("{long}c")).is_ok());
+        assert!(limits.check(&p, "10.0.0.").is_ok());
     }
 }
