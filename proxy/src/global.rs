@@ -384,14 +384,7 @@ mod tests {
     use crate::policy::{LimitMode, LimitSubject};
 
     fn policy(limit: u64) -> RateLimitPolicy {
-        RateLimitPolicy {
-            name: Name::parse("g").unwrap(),
-            limit,
-            window_s: 60,
-            per: LimitSubject::Key,
-            mode: LimitMode::Global,
-            cost: 1,
-        }
+        RateLimitPolicy::for_test("g", limit, LimitSubject::Key, LimitMode::Global)
     }
 
     fn grant(p: &RateLimitPolicy, granted: u64, available: u64, ts_ms: u64) -> Grant {

@@ -187,17 +187,6 @@ mod tests {
     use crate::policy::{LimitMode, LimitSubject};
     use std::hash::{BuildHasher, RandomState};
 
-    fn policy(limit: u64) -> RateLimitPolicy {
-        RateLimitPolicy {
-            name: Name::parse("p").unwrap(),
-            limit,
-            window_s: 60,
-            per: LimitSubject::Ip,
-            mode: LimitMode::Local,
-            cost: 1,
-        }
-    }
-
     #[test]
     fn subjects_are_equal_by_text_whichever_way_they_are_held() {
         let h = RandomState::new();
@@ -223,7 +212,7 @@ mod tests {
     #[test]
     fn each_subject_has_its_own_allowance() {
         let limits = Limits::new();
-        let p = policy(2);
+        let p = RateLimitPolicy::for_test("p", 2, LimitSubject::Ip, LimitMode::Local);
         let long = "c".repeat(SUBJECT_INLINE + 10);
         for subject in ["10.0.0.1", "2001:db8::1", long.as_str()] {
             assert!(limits.check(&p, subject).is_ok());

@@ -16,6 +16,14 @@ pub struct RateLimitPolicy {
     pub cost: u64,
 }
 
+#[cfg(test)]
+impl RateLimitPolicy {
+    /// A policy for tests: `limit` a minute per `per`, cost 1.
+    pub fn for_test(name: &str, limit: u64, per: LimitSubject, mode: LimitMode) -> Self {
+        Self { name: Name::parse(name).expect("a valid name"), limit, window_s: 60, per, mode, cost: 1 }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitSubject {
