@@ -503,6 +503,28 @@ async fn upstream_failures_and_unknown_routes() {
     assert_eq!(e.get("/nothing", Some(&e.f.reader_key)).await.0, 404);
 }
 
+/// A route for a host serves that host however the client writes it (any case, with a port),
+/// ahead of the catch-all with the same prefix; the upstream is told the host in lower case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_whatever_its_case_and_port() {
+    let e = env().await;
+    let other = EchoUpstream::start().await;
+    let byhost = json!({ "path_prefix": "/", "hosts": ["API.example"], "upstreams": [other.url()] });
+    ok(&e.c, reqwest::Method::PUT, "/v1/routes/byhost", byhost).await;
+    let k = e.f.reader_key.as_str();
+    let get = |host: &str| format!("GET /orders/1 HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {k}\r\n\r\n");
+    for (i, host) in ["api.example", "Api.Example", "API.EXAMPLE:8443"].into_iter().enumerate() {
+        assert_eq!(e.raw(&get(host)).await, Some(200), "{host}");
+        assert_eq!(other.hits(), i as u64 + 1, "{host} went to the host's route");
+        assert_eq!(other.last()["headers"]["x-forwarded-host"][0], "api.example", "{host}");
+    }
+    // Another host takes the catch-all.
+    let before = e.up.hits();
+    assert_eq!(e.raw(&get("Other.Example")).await, Some(200));
+    assert_eq!((e.up.hits(), other.hits()), (before + 1, 3));
+    assert_eq!(e.up.last()["headers"]["x-forwarded-host"][0], "other.example");
+}
+
 /// Several upstreams per route: round-robin; an idempotent bodiless request whose upstream
 /// refuses the connection is retried on the next one; a request with a body is not (502);
 /// after three failures in a row the dead upstream is ejected and requests stop going to it.
