@@ -205,17 +205,18 @@ impl Upstreams {
         let chunked = body.is_some() && !req.headers.contains_key(http::header::CONTENT_LENGTH);
         let (ep, head) = head_for(target, req, chunked)?;
         let method = req.method;
-        if let Some(io) = checkout(ep.key) {
-            match wire::exchange(io, &head, body, chunked, method, ep.key).await {
+        if let Some(conn) = checkout(ep.key) {
+            match wire::exchange(conn, &head, body, chunked, method, ep.key).await {
                 Err(e) if replayable && e.is_closed_before_response() => {
                     tracing::debug!(upstream = %target.url, error = %e, "pooled connection was closed; sending again");
-                    return Ok(wire::exchange(self.connect(ep).await?, &head, None, false, method, ep.key).await?);
+                    let conn = wire::Conn::new(self.connect(ep).await?);
+                    return Ok(wire::exchange(conn, &head, None, false, method, ep.key).await?);
                 }
                 sent => return Ok(sent?),
             }
         }
-        let io = self.connect(ep).await?;
-        Ok(wire::exchange(io, &head, body, chunked, method, ep.key).await?)
+        let conn = wire::Conn::new(self.connect(ep).await?);
+        Ok(wire::exchange(conn, &head, body, chunked, method, ep.key).await?)
     }
 
     /// Sends a request that asks to switch protocols (a WebSocket handshake, with no body) on a
@@ -260,7 +261,7 @@ fn head_for<'t>(target: &'t Target, req: &wire::Head<'_>, chunked: bool) -> Resu
 }
 
 struct Idle {
-    io: TcpStream,
+    conn: wire::Conn,
     since_ms: u64,
 }
 
@@ -285,7 +286,7 @@ fn is_reusable(io: &TcpStream) -> bool {
 }
 
 /// The most recently returned live connection to upstream `key`, if any.
-fn checkout(key: u64) -> Option<TcpStream> {
+fn checkout(key: u64) -> Option<wire::Conn> {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
         let list = pool.idle.get_mut(&key)?;
@@ -296,8 +297,8 @@ fn checkout(key: u64) -> Option<TcpStream> {
                 list.clear();
                 break;
             }
-            if is_reusable(&idle.io) {
-                return Some(idle.io);
+            if is_reusable(&idle.conn.io) {
+                return Some(idle.conn);
             }
         }
         None
@@ -305,7 +306,7 @@ fn checkout(key: u64) -> Option<TcpStream> {
 }
 
 /// Returns a connection whose last response ended cleanly to the thread's pool.
-fn checkin(key: u64, io: TcpStream) {
+fn checkin(key: u64, conn: wire::Conn) {
     let _ = POOL.try_with(|p| {
         let Ok(mut pool) = p.try_borrow_mut() else { return };
         let now = mono_ms();
@@ -320,7 +321,7 @@ fn checkin(key: u64, io: TcpStream) {
         if list.len() >= POOL_IDLE_PER_UPSTREAM {
             list.remove(0);
         }
-        list.push(Idle { io, since_ms: now });
+        list.push(Idle { conn, since_ms: now });
     });
 }
 
@@ -381,6 +382,60 @@ mod tests {
         // One upstream: one candidate, and no cursor kept for it.
         assert_eq!(names(&ups.order("one", &targets[..1])), ["http://a"]);
         assert!(!ups.cursors.read().unwrap().contains_key("one"));
+    }
+
+    /// A pooled connection reads each response into the buffer the last one used: while the
+    /// last one's header values and body are still held (a new buffer is taken) and once they
+    /// are gone (the same memory is reused). Neither changes what an earlier answer holds.
+    #[tokio::test]
+    async fn a_pooled_connection_reuses_its_buffer_without_touching_earlier_answers() {
+        use http_body_util::BodyExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut io, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+                    for word in ["first", "second", "third"] {
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let n = io.read(&mut buf).await.unwrap();
+                            assert!(n > 0, "the gateway closed the connection");
+                            seen.extend_from_slice(&buf[..n]);
+                        }
+                        let end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        seen.drain(..end);
+                        let answer =
+                            format!("HTTP/1.1 200 OK\r\nx-n: {word}\r\ncontent-length: {}\r\n\r\n{word}", word.len());
+                        io.write_all(answer.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        let ups = Upstreams::new(Duration::from_secs(1));
+        let [Some(target), _] = ups.order("r", &[url]) else { panic!("one upstream") };
+        let headers = http::HeaderMap::new();
+        let head = wire::Head { method: &http::Method::GET, path_and_query: "/", headers: &headers, added: &[] };
+        let ask = || async {
+            let resp = ups.send(&target, &head, None, true).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            (parts.headers, body.collect().await.unwrap().to_bytes())
+        };
+        let (h1, b1) = ask().await;
+        // The first answer is still held while the second is read.
+        let (h2, b2) = ask().await;
+        assert_eq!((&h1["x-n"], &b1[..]), (&http::HeaderValue::from_static("first"), &b"first"[..]));
+        assert_eq!((&h2["x-n"], &b2[..]), (&http::HeaderValue::from_static("second"), &b"second"[..]));
+        drop((h1, b1, h2, b2));
+        // Nothing of the earlier answers is left: the third reuses the memory.
+        let (h3, b3) = ask().await;
+        assert_eq!((&h3["x-n"], &b3[..]), (&http::HeaderValue::from_static("third"), &b"third"[..]));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "all three on one pooled connection");
     }
 
     #[test]

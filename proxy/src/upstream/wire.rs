@@ -123,18 +123,34 @@ pub fn is_request_target(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// One request-response exchange on `io`. `body` (if any) is streamed after the head, chunked
+/// A connection to an upstream and its read buffer. The buffer goes back to the pool with the
+/// connection, empty: the next response is read into the same memory once the last one's
+/// pieces (its header values and body chunks are views into it) have been dropped, which
+/// saves a 16 KiB allocation and the shared header that splitting it needs, per request.
+pub struct Conn {
+    pub io: TcpStream,
+    pub buf: BytesMut,
+}
+
+impl Conn {
+    /// A new connection, with a buffer of its own.
+    pub fn new(io: TcpStream) -> Self {
+        Self { io, buf: BytesMut::with_capacity(READ_CHUNK) }
+    }
+}
+
+/// One request-response exchange on `conn`. `body` (if any) is streamed after the head, chunked
 /// unless the head carries a Content-Length; an upstream that answers before it has read the
 /// whole body is answered from then on (and its connection is not reused).
 pub async fn exchange(
-    mut io: TcpStream,
+    conn: Conn,
     head: &[u8],
     body: Option<super::Body>,
     chunked: bool,
     method: &Method,
     pool_key: u64,
 ) -> Result<Response<super::Body>, WireError> {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let Conn { mut io, mut buf } = conn;
     let mut body_sent = true;
     match body {
         None => io.write_all(head).await?,
@@ -483,7 +499,7 @@ impl UpstreamBody {
         self.framing = Framing::Done;
         if let Some(io) = self.io.take() {
             if self.keep_alive && self.buf.is_empty() {
-                checkin(self.pool_key, io);
+                checkin(self.pool_key, Conn { io, buf: std::mem::take(&mut self.buf) });
             }
         }
     }
