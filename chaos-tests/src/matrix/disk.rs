@@ -23,6 +23,15 @@ async fn exit_code(c: &mut TestCluster, id: u64, limit: Duration) -> Option<i32>
     None
 }
 
+/// Starts a node again after an injected crash. One that did not crash (the check on
+/// `crashed` reports it) is stopped first, rather than failing here on a node still running.
+fn restart_after_crash(c: &mut TestCluster, id: u64) {
+    if c.node(id).is_running() {
+        c.node(id).stop();
+    }
+    c.node(id).restart();
+}
+
 /// Rows 13 and R7 with a real full disk: a follower's data dir is moved onto a 64 MiB tmpfs,
 /// which is then filled. Its next write fails with ENOSPC and it stops; the others go on; once
 /// space is freed it restarts and catches up. Needs root to mount; without it the same fault
@@ -161,7 +170,7 @@ pub async fn crash_at_durability_boundaries() {
                 crashes.push(json!({ "fault": format!("{when} {point}"), "node": victim, "crashed": crashed }));
             }
             c.node(victim).set_disk_fault("");
-            c.node(victim).restart();
+            restart_after_crash(&mut c, victim);
             c.wait_ready(Duration::from_secs(20)).await.expect("ready after the crash");
         }
     }
@@ -169,16 +178,26 @@ pub async fn crash_at_durability_boundaries() {
     for when in ["crash-before", "crash-after"] {
         let leader = c.wait_leader(Duration::from_secs(10)).await.expect("a leader");
         let victim = sc.pick(&ids.iter().copied().filter(|i| *i != leader).collect::<Vec<_>>());
+        let last = c.metric(victim, "raftgate_raft_last_log_index").await.unwrap_or(0.0);
         c.node(victim).stop();
-        for i in 0..120 {
+        // Writes until the leader has purged the log past where the victim stopped, so that it
+        // can only catch up from a snapshot (compaction runs on its own schedule: a fixed
+        // number of writes left it short at times). Bounded: the check below says if it failed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut i = 0;
+        while Instant::now() < deadline {
             let _ = c.post(leader, "/v1/consumers", json!({ "name": format!("cb-{when}-install-{i}") })).await;
+            i += 1;
+            if i >= 120 && c.metric(leader, "raftgate_raft_purged_index").await.is_some_and(|p| p > last) {
+                break;
+            }
         }
         c.node(victim).set_disk_fault(&format!("{when} install"));
         c.node(victim).restart();
         let crashed = exit_code(&mut c, victim, Duration::from_secs(15)).await.is_some();
         crashes.push(json!({ "fault": format!("{when} install"), "node": victim, "crashed": crashed }));
         c.node(victim).set_disk_fault("");
-        c.node(victim).restart();
+        restart_after_crash(&mut c, victim);
         c.wait_ready(Duration::from_secs(30)).await.expect("ready after the crash");
     }
     let all_crashed = crashes.iter().all(|c| c["crashed"] == true);
