@@ -32,9 +32,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// a time, so a buffer that starts too small is grown and copied several times (measured: 2 %
 /// of the node's instructions per proxied request went to growing audit records).
 pub fn encode_sized<T: Serialize + ?Sized>(value: &T, len_hint: usize) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(len_hint.max(1));
-    encode_versioned_into(FORMAT_VERSION, value, &mut out)?;
-    Ok(out)
+    encode_versioned(FORMAT_VERSION, value, len_hint)
 }
 
 /// As [`encode_versioned`], appended to `out` (for values written back to back into one
@@ -74,8 +72,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 /// As [`encode_sized`], under the given version byte: for a type whose shape moved on from
 /// [`FORMAT_VERSION`] and that keeps a decoder per version (see [`split_version`]).
 pub fn encode_versioned<T: Serialize + ?Sized>(version: u8, value: &T, len_hint: usize) -> Result<Vec<u8>, CodecError> {
-    let mut out = encode_sized(value, len_hint)?;
-    out[0] = version;
+    let mut out = Vec::with_capacity(len_hint.max(1));
+    encode_versioned_into(version, value, &mut out)?;
     Ok(out)
 }
 
