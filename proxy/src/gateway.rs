@@ -198,7 +198,7 @@ impl Gateway {
             }
         }
         // Phase 1: canonicalise (framing first: smuggling attempts never get further).
-        check_framing(&req)?;
+        let declared = check_framing(req.headers(), req.version())?;
         // A fragment is the client's own business (RFC 9110 §4.2.5) and never part of a
         // request-target: one that arrives is refused, not dropped, so that no reading of
         // `/public#/../admin` can differ from the one decided on (CVE-2021-32779). Only the
@@ -320,16 +320,11 @@ impl Gateway {
         // Phase 6: forward.
         let (mut parts, body) = req.into_parts();
         let over_tls = parts.extensions.get::<crate::tls::OverTls>().is_some();
-        if parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|n| n > self.cfg.body_len_max)
-        {
+        if declared.length.is_some_and(|n| n > self.cfg.body_len_max) {
             return Err(Deny::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
         }
-        let has_body = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
-            || parts.headers.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
+        let has_body = declared.chunked
+            || declared.length_not_zero
             || (parts.version == http::Version::HTTP_2 && !hyper::body::Body::is_end_stream(&body));
         // A WebSocket handshake becomes a tunnel if the upstream agrees; the server leg hands
         // over the client's side of it once the 101 is written.
@@ -494,22 +489,91 @@ fn cut(path: &str) -> String {
     path.chars().take(512).collect()
 }
 
+/// What a request's framing headers declare about its body, read once by [`check_framing`]
+/// for the forward phase (each header lookup hashes the name again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Declared {
+    /// `Transfer-Encoding: chunked` (the only coding `check_framing` lets through).
+    chunked: bool,
+    /// The `Content-Length`, when there is one and it is a number.
+    length: Option<u64>,
+    /// A `Content-Length` other than exactly `0` (a body follows, or the value is refused later).
+    length_not_zero: bool,
+}
+
 /// Refuses ambiguous HTTP/1 framing (request smuggling, RFC 9112 §6.1): Content-Length together
 /// with Transfer-Encoding, Transfer-Encoding other than exactly `chunked`, more than one of
 /// either, or Transfer-Encoding on HTTP/1.0. The connection is closed after the 400, because
-/// the server can no longer know where the next request starts.
-fn check_framing(req: &Request<ClientBody>) -> Result<(), Deny> {
-    let h = req.headers();
-    let te: Vec<_> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();
-    let cl = h.get_all(http::header::CONTENT_LENGTH).iter().count();
+/// the server can no longer know where the next request starts. Otherwise says what the
+/// framing declares.
+fn check_framing(h: &http::HeaderMap, version: http::Version) -> Result<Declared, Deny> {
+    let mut te = h.get_all(http::header::TRANSFER_ENCODING).iter();
+    let mut cl = h.get_all(http::header::CONTENT_LENGTH).iter();
+    let (te1, te2) = (te.next(), te.next());
+    let (cl1, cl2) = (cl.next(), cl.next());
     let smuggling = || {
         Deny::bad_request("ambiguous_framing").with_header(http::header::CONNECTION, HeaderValue::from_static("close"))
     };
-    if te.is_empty() {
-        return if cl > 1 { Err(smuggling()) } else { Ok(()) };
+    match te1 {
+        None if cl2.is_some() => Err(smuggling()),
+        None => Ok(Declared {
+            chunked: false,
+            length: cl1.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
+            length_not_zero: cl1.is_some_and(|v| v.as_bytes() != b"0"),
+        }),
+        Some(te1) => {
+            if cl1.is_some() || te2.is_some() || te1.as_bytes() != b"chunked" || version == http::Version::HTTP_10 {
+                return Err(smuggling());
+            }
+            Ok(Declared { chunked: true, length: None, length_not_zero: false })
+        }
     }
-    if cl > 0 || te.len() > 1 || te[0].as_bytes() != b"chunked" || req.version() == http::Version::HTTP_10 {
-        return Err(smuggling());
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue, Version};
+
+    use super::*;
+
+    fn framing(fields: &[(&'static str, &'static str)], version: Version) -> Result<Declared, &'static str> {
+        let mut h = HeaderMap::new();
+        for (n, v) in fields {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        check_framing(&h, version).map_err(|d| d.reason)
     }
-    Ok(())
+
+    #[test]
+    fn framing_is_read_once_into_what_the_forward_phase_needs() {
+        let none = Declared { chunked: false, length: None, length_not_zero: false };
+        assert_eq!(framing(&[], Version::HTTP_11), Ok(none));
+        assert_eq!(framing(&[("content-length", "0")], Version::HTTP_11), Ok(Declared { length: Some(0), ..none }));
+        assert_eq!(
+            framing(&[("content-length", "12")], Version::HTTP_10),
+            Ok(Declared { length: Some(12), length_not_zero: true, ..none })
+        );
+        // Not a number (only HTTP/2 can bring one this far): a body, no length to hold it to.
+        assert_eq!(
+            framing(&[("content-length", "1x")], Version::HTTP_2),
+            Ok(Declared { length_not_zero: true, ..none })
+        );
+        assert_eq!(
+            framing(&[("transfer-encoding", "chunked")], Version::HTTP_11),
+            Ok(Declared { chunked: true, ..none })
+        );
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        for (fields, version) in [
+            (&[("content-length", "1"), ("content-length", "1")][..], Version::HTTP_11),
+            (&[("transfer-encoding", "chunked"), ("content-length", "1")][..], Version::HTTP_11),
+            (&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")][..], Version::HTTP_11),
+            (&[("transfer-encoding", "gzip")][..], Version::HTTP_11),
+            (&[("transfer-encoding", "chunked")][..], Version::HTTP_10),
+        ] {
+            assert_eq!(framing(fields, version), Err("ambiguous_framing"), "{fields:?} {version:?}");
+        }
+    }
 }
