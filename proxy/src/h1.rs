@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -204,7 +204,7 @@ fn parse_head(buf: &mut BytesMut, len_max: usize, headers_max: usize) -> Result<
     let base = buf.as_ptr() as usize;
     let offsets = |s: &[u8]| (s.as_ptr() as usize - base, s.as_ptr() as usize - base + s.len());
     let target = offsets(parsed.path.unwrap_or("").as_bytes());
-    let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(parsed.headers.len());
+    let mut fields = crate::fields::lend(parsed.headers.len());
     let (mut te, mut te_chunked, mut lengths, mut length) = (0usize, false, 0usize, None::<u64>);
     let (mut close, mut keep_alive_asked, mut expect_continue) = (false, false, false);
     for f in parsed.headers.iter() {
@@ -243,10 +243,11 @@ fn parse_head(buf: &mut BytesMut, len_max: usize, headers_max: usize) -> Result<
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| Refusal::Malformed)?;
     let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, start, end) in fields {
+    for (name, start, end) in fields.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|_| Refusal::Malformed)?;
         headers.append(name, value);
     }
+    crate::fields::give_back(fields);
     let mut req = Request::new(());
     // `Uri` drops a fragment without a word; the gateway refuses one, so it is told.
     if head[target.0..target.1].contains(&b'#') {

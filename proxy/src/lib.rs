@@ -13,6 +13,7 @@ pub mod audit;
 pub mod canonical;
 pub mod clock;
 pub mod deny;
+mod fields;
 pub mod framing;
 pub mod freshness;
 pub mod gateway;

@@ -401,7 +401,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Opti
     // Values are kept as offsets into the head, then sliced from it once it is split off the
     // buffer: no copy per value.
     let base = buf.as_ptr() as usize;
-    let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(parsed.headers.len());
+    let mut fields = crate::fields::lend(parsed.headers.len());
     let filter =
         Filter::response(parsed.headers.iter().filter(|f| f.name.eq_ignore_ascii_case("connection")).map(|f| f.value));
     let (mut te_chunked, mut te_other, mut length, mut close) = (false, false, None::<u64>, !http11);
@@ -469,11 +469,12 @@ fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Opti
     };
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, start, end) in fields {
+    for (name, start, end) in fields.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| WireError::BadResponse("bad header value"))?;
         headers.append(name, value);
     }
+    crate::fields::give_back(fields);
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
