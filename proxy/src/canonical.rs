@@ -38,11 +38,16 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// A byte no path may hold, encoded or not: `\`, `;`, `#` and control characters.
+fn refused(b: u8) -> bool {
+    matches!(b, b'\\' | b';' | b'#' | 0..=0x1f | 0x7f)
+}
+
 /// Checks one segment's percent-encodings: they must decode (once) to valid UTF-8 that holds
 /// no `.`, `/`, `\` or NUL.
 fn check_segment(seg: &str) -> Result<(), PathError> {
     let bytes = seg.as_bytes();
-    if bytes.iter().any(|b| matches!(b, b'\\' | b';' | b'#' | 0..=0x1f | 0x7f)) {
+    if bytes.iter().any(|&b| refused(b)) {
         return Err(PathError::ForbiddenCharacter);
     }
     if !seg.contains('%') {
@@ -87,13 +92,13 @@ pub fn canonicalize(path: &str) -> Result<String, PathError> {
 /// Whether `path` is its own canonical form, as nearly every request's path is: it starts with
 /// `/`, holds no byte that is refused or percent-encoded, no empty segment but a trailing one
 /// (`//`) and no segment that starts with a dot (`/.`, so `/.well-known` takes the long way,
-/// and comes out unchanged). One pass over the bytes and no allocation but the copy, where
+/// and comes out unchanged). A scan of the bytes and no allocation but the copy, where
 /// [`resolve`] splits the path into segments and joins them again; a proptest holds the two to
 /// the same answers.
 fn already_canonical(path: &str) -> bool {
     let b = path.as_bytes();
     b.first() == Some(&b'/')
-        && b.iter().all(|&c| !matches!(c, b'%' | b'\\' | b';' | b'#' | 0..=0x1f | 0x7f))
+        && b.iter().all(|&c| c != b'%' && !refused(c))
         && !b.windows(2).any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.'))
 }
 

@@ -19,10 +19,9 @@ thread_local! {
     static KEPT: Cell<Vec<Field>> = const { Cell::new(Vec::new()) };
 }
 
-/// This thread's list, empty, with room for `n` fields.
+/// This thread's list, empty (`give_back` empties it), with room for `n` fields.
 pub fn lend(n: usize) -> Vec<Field> {
     let mut v = KEPT.take();
-    v.clear();
     v.reserve(n);
     v
 }
