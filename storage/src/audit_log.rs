@@ -8,24 +8,36 @@
 //! Retention removes records from the front ([`AuditLog::prune_through`]) and keeps the number
 //! and hash of the last one removed as the chain's base, in the same batch: the records kept
 //! still verify from there, and the first of them must link to the base.
+//!
+//! Layout: the records are the default column family's only keys (8-byte big-endian numbers),
+//! and the head, the base and the witnessed heads are in the column family `meta`, written in
+//! the same atomic batches. So each flushed file holds a run of numbers above every earlier
+//! file's, and RocksDB moves full files down the levels instead of rewriting them. With the head
+//! among the records (the layout before 0.1's `meta`, moved on open) every file spanned from its
+//! first record to the head's key, all files overlapped, and each compaction rewrote four
+//! flushed files and the newest compacted one: about 2 µs of CPU per audited request under
+//! load (docs/benchmarks.md, session 15). The two families flush together (`atomic_flush`), so
+//! the small `meta` never holds back the removal of a write-ahead log file.
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rocksdb::{IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamily, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{decode, encode, CodecError};
 
+/// The column family of the head, the base and the witnessed heads (see the module's docs).
+const CF_META: &str = "meta";
 const KEY_HEAD: &[u8] = b"\xffhead";
 /// Where the chain starts once old records have been pruned (retention): the number and hash
 /// of the last record removed. Absent: nothing pruned, the chain starts at record 1 after an
 /// all-zero hash.
 const KEY_BASE: &[u8] = b"\xffbase";
 /// Heads of other nodes' chains that this node has witnessed: `\xfewitness/` and the node id
-/// (8 bytes, big-endian). Outside the chain (not 8-byte keys), so `verify` never reads them.
+/// (8 bytes, big-endian).
 const KEY_WITNESS: &[u8] = b"\xfewitness/";
 /// At most this long between fsyncs of the audit log: a process crash loses nothing (RocksDB's
 /// WAL is written per batch), a machine crash at most this much.
@@ -118,8 +130,43 @@ fn head_or_empty(stored: Option<Vec<u8>>) -> Result<Head, AuditError> {
     })
 }
 
+/// The column family of the head, the base and the witnessed heads: `meta`, or the default one
+/// in a store opened read-only in the earlier layout.
+fn meta(db: &DB) -> &ColumnFamily {
+    db.cf_handle(CF_META)
+        .or_else(|| db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME))
+        .expect("the default column family is always open")
+}
+
+/// Moves the head, the base and the witnessed heads of a store written in the earlier layout
+/// (among the records) to `meta`, in one synced batch; nothing if there are none.
+fn move_meta_out_of_records(db: &DB) -> Result<(), AuditError> {
+    let mut batch = WriteBatch::default();
+    for key in [KEY_HEAD, KEY_BASE] {
+        if let Some(v) = db.get(key)? {
+            batch.put_cf(meta(db), key, v);
+            batch.delete(key);
+        }
+    }
+    for item in db.prefix_iterator(KEY_WITNESS) {
+        let (k, v) = item?;
+        if !k.starts_with(KEY_WITNESS) {
+            break;
+        }
+        batch.put_cf(meta(db), &k, v);
+        batch.delete(&k);
+    }
+    if !batch.is_empty() {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        db.write_opt(batch, &opts)?;
+    }
+    Ok(())
+}
+
 /// The records after `base` in `snap`, in order: each one's number, and the record or why it
-/// cannot be read. (Record keys are 8 bytes; the head, base and witness keys sort after them.)
+/// cannot be read. (Record keys are 8 bytes; a store read in the earlier layout also holds the
+/// head, base and witness keys, which sort after them.)
 fn records_after<'a>(
     snap: &'a rocksdb::Snapshot<'a>,
     base: Head,
@@ -164,19 +211,31 @@ impl AuditLog {
     pub fn open(dir: &Path) -> Result<Self, AuditError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_atomic_flush(true);
         opts.set_keep_log_file_num(4);
-        let db = DB::open(&opts, dir)?;
+        let db = DB::open_cf(&opts, dir, [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, CF_META])?;
+        move_meta_out_of_records(&db)?;
         Self::with_db(db)
     }
 
-    /// Opens read-only, beside a running node (for `raftgate audit verify`).
+    /// Opens read-only, beside a running node (for `raftgate audit verify`). A store still in
+    /// the layout without `meta` (written by an earlier version, not opened since) is read as
+    /// it is.
     pub fn open_read_only(dir: &Path) -> Result<Self, AuditError> {
-        let db = DB::open_for_read_only(&Options::default(), dir, false)?;
+        let opts = Options::default();
+        let families = DB::list_cf(&opts, dir)?;
+        let open: &[&str] = if families.iter().any(|f| f == CF_META) {
+            &[rocksdb::DEFAULT_COLUMN_FAMILY_NAME, CF_META]
+        } else {
+            &[rocksdb::DEFAULT_COLUMN_FAMILY_NAME]
+        };
+        let db = DB::open_cf_for_read_only(&opts, dir, open, false)?;
         Self::with_db(db)
     }
 
     fn with_db(db: DB) -> Result<Self, AuditError> {
-        let head = head_or_empty(db.get(KEY_HEAD)?)?;
+        let head = head_or_empty(db.get_cf(meta(&db), KEY_HEAD)?)?;
         // What was read from disk has survived whatever came before.
         Ok(Self {
             db,
@@ -209,7 +268,7 @@ impl AuditLog {
             batch.put(seq.to_be_bytes(), &record);
             head = Head { seq, hash };
         }
-        batch.put(KEY_HEAD, encode(&head)?);
+        batch.put_cf(meta(&self.db), KEY_HEAD, encode(&head)?);
         let mut opts = WriteOptions::default();
         let sync = last_sync.elapsed() >= SYNC_INTERVAL;
         opts.set_sync(sync);
@@ -223,7 +282,7 @@ impl AuditLog {
 
     /// Where the chain starts: the last record pruned (`seq` 0 and an all-zero hash if none).
     pub fn base(&self) -> Result<Head, AuditError> {
-        head_or_empty(self.db.get(KEY_BASE)?)
+        head_or_empty(self.db.get_cf(meta(&self.db), KEY_BASE)?)
     }
 
     /// The body of record `seq`, if it is kept.
@@ -265,7 +324,7 @@ impl AuditLog {
         }
         let mut batch = WriteBatch::default();
         batch.delete_range((base.seq + 1).to_be_bytes(), (last.seq + 1).to_be_bytes());
-        batch.put(KEY_BASE, encode(&last)?);
+        batch.put_cf(meta(&self.db), KEY_BASE, encode(&last)?);
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db.write_opt(batch, &opts)?;
@@ -304,9 +363,9 @@ impl AuditLog {
     pub fn witness(&self, node: u64, head: Head) -> Result<Option<Head>, AuditError> {
         let key = [KEY_WITNESS, &node.to_be_bytes()].concat();
         let _one_at_a_time = self.witnessing.lock().expect("audit witness lock");
-        let before: Option<Head> = self.db.get(&key)?.map(|b| decode(&b)).transpose()?;
+        let before: Option<Head> = self.db.get_cf(meta(&self.db), &key)?.map(|b| decode(&b)).transpose()?;
         if before.is_none_or(|b| head.seq > b.seq) {
-            self.db.put(&key, encode(&head)?)?;
+            self.db.put_cf(meta(&self.db), &key, encode(&head)?)?;
         }
         Ok(before)
     }
@@ -314,7 +373,7 @@ impl AuditLog {
     /// The latest head of `node`'s chain that this node has witnessed.
     pub fn witnessed(&self, node: u64) -> Result<Option<Head>, AuditError> {
         let key = [KEY_WITNESS, &node.to_be_bytes()].concat();
-        Ok(self.db.get(&key)?.map(|b| decode(&b)).transpose()?)
+        Ok(self.db.get_cf(meta(&self.db), &key)?.map(|b| decode(&b)).transpose()?)
     }
 
     /// Checks this chain against a head of it that another node witnessed: the record it names
@@ -346,7 +405,7 @@ impl AuditLog {
     pub fn scan_newest(&self, mut visit: impl FnMut(u64, &[u8]) -> bool) -> Result<(), AuditError> {
         for item in self.db.iterator(IteratorMode::End) {
             let (k, v) = item?;
-            if k.as_ref() == KEY_HEAD || k.len() != 8 {
+            if k.len() != 8 {
                 continue;
             }
             let seq = u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes"));
@@ -365,8 +424,8 @@ impl AuditLog {
     /// where the walk ends.
     pub fn verify(&self) -> Result<Result<u64, ChainBreak>, AuditError> {
         let snap = self.db.snapshot();
-        let head = head_or_empty(snap.get(KEY_HEAD)?)?;
-        let base = head_or_empty(snap.get(KEY_BASE)?)?;
+        let head = head_or_empty(snap.get_cf(meta(&self.db), KEY_HEAD)?)?;
+        let base = head_or_empty(snap.get_cf(meta(&self.db), KEY_BASE)?)?;
         let mut prev = base;
         for item in records_after(&snap, base) {
             let (seq, rec) = item?;
@@ -417,7 +476,7 @@ impl AuditLog {
             None => [0; 32],
         };
         let head = Head { seq, hash };
-        self.db.put(KEY_HEAD, encode(&head)?)?;
+        self.db.put_cf(meta(&self.db), KEY_HEAD, encode(&head)?)?;
         self.head.lock().expect("audit head lock").0 = head;
         Ok(())
     }
@@ -576,7 +635,7 @@ mod tests {
         // A base forged to skip records: the first record kept does not link to it.
         let (_d3, log) = filled(100);
         log.prune_through(50).unwrap();
-        log.db.put(KEY_BASE, encode(&Head { seq: 60, hash: [9; 32] }).unwrap()).unwrap();
+        log.db.put_cf(meta(&log.db), KEY_BASE, encode(&Head { seq: 60, hash: [9; 32] }).unwrap()).unwrap();
         assert_eq!(log.verify().unwrap(), Err(ChainBreak::Link { seq: 61, prev: 60 }));
     }
 
@@ -626,6 +685,95 @@ mod tests {
             let back: Record = decode(new).unwrap();
             assert_eq!(back.body, body);
         }
+    }
+
+    /// The records' files, as (name, level), by name.
+    fn record_files(log: &AuditLog) -> Vec<(String, i32)> {
+        let mut files: Vec<_> = log
+            .db
+            .live_files()
+            .unwrap()
+            .into_iter()
+            .filter(|f| f.column_family_name == rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .map(|f| (f.name, f.level))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn flushed_files_move_down_without_being_rewritten() {
+        // Four flushes reach level 0's compaction trigger. The records of each file follow the
+        // previous file's, so the compaction is a move: the same files, a level down. With the
+        // head among the records, every file overlapped every other and all four were rewritten.
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for round in 0..4u64 {
+            let bodies: Vec<Vec<u8>> =
+                (0..200).map(|i| format!("{{\"event\":{}}}", round * 200 + i).into_bytes()).collect();
+            log.append(&bodies).unwrap();
+            log.db.flush().unwrap();
+        }
+        let flushed: Vec<String> = record_files(&log).into_iter().map(|(name, _)| name).collect();
+        assert_eq!(flushed.len(), 4, "one file a flush");
+        let property = |name: &str| log.db.property_int_value(name).unwrap().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let compacted = loop {
+            let files = record_files(&log);
+            let idle = property("rocksdb.compaction-pending") == 0 && property("rocksdb.num-running-compactions") == 0;
+            if idle && files.iter().any(|(_, level)| *level > 0) {
+                break files;
+            }
+            assert!(std::time::Instant::now() < deadline, "level 0 was never compacted: {files:?}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let names: Vec<String> = compacted.into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, flushed, "the flushed files were moved, not rewritten");
+        assert_eq!(log.verify().unwrap(), Ok(800));
+    }
+
+    #[test]
+    fn a_store_in_the_earlier_layout_is_read_and_moved() {
+        // Before `meta`, the head, the base and the witnessed heads were among the records.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = DB::open_default(dir.path()).unwrap();
+            let mut head = Head { seq: 0, hash: [0; 32] };
+            let mut record = Vec::new();
+            for seq in 1..=10u64 {
+                let body = format!("{{\"event\":{seq}}}");
+                let hash = chain(&head.hash, seq, body.as_bytes());
+                record.clear();
+                write_record(&mut record, &head.hash, &hash, body.as_bytes());
+                db.put(seq.to_be_bytes(), &record).unwrap();
+                head = Head { seq, hash };
+                if seq == 3 {
+                    // Retention removed records 1 to 3.
+                    db.put(KEY_BASE, encode(&head).unwrap()).unwrap();
+                }
+            }
+            for seq in 1..=3u64 {
+                db.delete(seq.to_be_bytes()).unwrap();
+            }
+            db.put(KEY_HEAD, encode(&head).unwrap()).unwrap();
+            let witnessed = Head { seq: 5, hash: [5; 32] };
+            db.put([KEY_WITNESS, &7u64.to_be_bytes()].concat(), encode(&witnessed).unwrap()).unwrap();
+        }
+        let read_only = AuditLog::open_read_only(dir.path()).unwrap();
+        assert_eq!(read_only.verify().unwrap(), Ok(7), "read as it is");
+        assert_eq!(read_only.witnessed(7).unwrap().map(|h| h.seq), Some(5));
+        drop(read_only);
+
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!((log.head().seq, log.base().unwrap().seq), (10, 3));
+        assert_eq!(log.verify().unwrap(), Ok(7));
+        assert_eq!(log.witnessed(7).unwrap().map(|h| h.seq), Some(5));
+        let lengths: Vec<usize> = log.db.iterator(IteratorMode::Start).map(|i| i.unwrap().0.len()).collect();
+        assert_eq!(lengths, vec![8; 7], "nothing but the records is left among them");
+        log.append(&[b"{\"event\":11}".to_vec()]).unwrap();
+        drop(log);
+        assert_eq!(AuditLog::open(dir.path()).unwrap().verify().unwrap(), Ok(8));
+        assert_eq!(AuditLog::open_read_only(dir.path()).unwrap().verify().unwrap(), Ok(8));
     }
 
     #[test]
