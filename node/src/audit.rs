@@ -175,35 +175,16 @@ const WRITE_INTERVAL: Duration = Duration::from_millis(5);
 /// Longest pause between retries of a batch the store refused.
 const RETRY_INTERVAL_MAX: Duration = Duration::from_secs(1);
 
-/// Starts the writer on a thread of its own, `audit-writer`. The receiver resolves once the
-/// writer has stopped: when the queue has closed (every sender dropped) and everything in it
-/// is stored, or counted as dropped if the store refused it at shutdown.
-///
-/// A thread, not a task: each batch is a blocking RocksDB write, and as a task the writer
-/// handed every batch to the blocking pool and back, waking a runtime worker, a pool thread and
-/// the worker again every 5 ms. On its own thread a tick is one sleep and one wake-up.
-pub fn spawn_writer(
-    log: Arc<AuditLog>,
-    rx: mpsc::Receiver<AuditEvent>,
-    stats: Arc<AuditStats>,
-) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
-    let (done, stopped) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
-        writer(&log, rx, &stats);
-        let _ = done.send(());
-    })?;
-    Ok(stopped)
-}
-
 /// Drains the queue into the store until the queue closes and is empty. A batch the store
 /// refuses is kept and retried (backing off to once a second) before anything more is taken
 /// from the queue, so a full or failing audit disk costs the queue's bound in memory and then
 /// counted drops, never a silent loss.
-fn writer(log: &AuditLog, mut rx: mpsc::Receiver<AuditEvent>, stats: &AuditStats) {
+pub async fn writer(log: Arc<AuditLog>, mut rx: mpsc::Receiver<AuditEvent>, stats: Arc<AuditStats>) {
+    let mut tick = tokio::time::interval(WRITE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut held = Held::default();
     let mut retry_in = WRITE_INTERVAL;
     let mut closed = false;
-    let mut last_tick = std::time::Instant::now();
     // A backlog is drained batch after batch; the tick paces the writer only once it has caught
     // up. Waiting for the tick after every full batch capped the writer at a batch per tick,
     // and a flood of refused requests (every one audited) outran it: measured, 73,852 events
@@ -212,12 +193,7 @@ fn writer(log: &AuditLog, mut rx: mpsc::Receiver<AuditEvent>, stats: &AuditStats
     let mut backlog = false;
     loop {
         if !backlog {
-            // The next tick comes a whole interval after the last one began (a slow write
-            // delays it rather than bringing the next one forward).
-            if let Some(rest) = WRITE_INTERVAL.checked_sub(last_tick.elapsed()) {
-                std::thread::sleep(rest);
-            }
-            last_tick = std::time::Instant::now();
+            tick.tick().await;
         }
         backlog = false;
         if held.is_empty() {
@@ -239,26 +215,30 @@ fn writer(log: &AuditLog, mut rx: mpsc::Receiver<AuditEvent>, stats: &AuditStats
             }
         }
         if !held.is_empty() {
-            match log.append(held.iter()) {
-                Ok(_) => {
+            let (l, bodies) = (log.clone(), std::mem::take(&mut held));
+            match tokio::task::spawn_blocking(move || (l.append(bodies.iter()), bodies)).await {
+                Ok((Ok(_), mut bodies)) => {
                     retry_in = WRITE_INTERVAL;
                     // Stored: the buffers are kept for the next batch.
-                    held.clear();
+                    bodies.clear();
+                    held = bodies;
                 }
-                Err(e) => {
+                Ok((Err(e), bodies)) => {
                     let errors = stats.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
                     if errors.is_power_of_two() || retry_in >= RETRY_INTERVAL_MAX {
-                        tracing::error!(error = %e, errors, held = held.len(), "audit write failed; retrying");
+                        tracing::error!(error = %e, errors, held = bodies.len(), "audit write failed; retrying");
                     }
+                    held = bodies;
                     if closed {
                         // Shutting down with the store refusing: these are lost, and counted.
                         stats.dropped.fetch_add(held.len() as u64, Ordering::Relaxed);
                         return;
                     }
-                    std::thread::sleep(retry_in);
+                    tokio::time::sleep(retry_in).await;
                     retry_in = (retry_in * 2).min(RETRY_INTERVAL_MAX);
                     continue;
                 }
+                Err(e) => tracing::error!(error = %e, "audit writer task failed"),
             }
         }
         if closed && held.is_empty() {
