@@ -13,11 +13,11 @@
 //! and the head, the base and the witnessed heads are in the column family `meta`, written in
 //! the same atomic batches. So each flushed file holds a run of numbers above every earlier
 //! file's, and RocksDB moves full files down the levels instead of rewriting them. With the head
-//! among the records (the layout before 0.1's `meta`, moved on open) every file spanned from its
+//! among the records (the earlier layout, moved to `meta` on open) every file spanned from its
 //! first record to the head's key, all files overlapped, and each compaction rewrote four
-//! flushed files and the newest compacted one: about 2 µs of CPU per audited request under
-//! load (docs/benchmarks.md, session 15). The two families flush together (`atomic_flush`), so
-//! the small `meta` never holds back the removal of a write-ahead log file.
+//! flushed files and the newest compacted one, about 250 MB (docs/benchmarks.md, session 15).
+//! The two families flush together (`atomic_flush`), so the small `meta` never holds back the
+//! removal of a write-ahead log file.
 
 use std::path::Path;
 use std::sync::Mutex;
