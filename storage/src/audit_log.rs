@@ -132,7 +132,7 @@ fn head_or_empty(stored: Option<Vec<u8>>) -> Result<Head, AuditError> {
 
 /// The column family of the head, the base and the witnessed heads: `meta`, or the default one
 /// in a store opened read-only in the earlier layout.
-fn meta(db: &DB) -> &ColumnFamily {
+fn meta_cf(db: &DB) -> &ColumnFamily {
     db.cf_handle(CF_META)
         .or_else(|| db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME))
         .expect("the default column family is always open")
@@ -141,10 +141,11 @@ fn meta(db: &DB) -> &ColumnFamily {
 /// Moves the head, the base and the witnessed heads of a store written in the earlier layout
 /// (among the records) to `meta`, in one synced batch; nothing if there are none.
 fn move_meta_out_of_records(db: &DB) -> Result<(), AuditError> {
+    let meta = meta_cf(db);
     let mut batch = WriteBatch::default();
     for key in [KEY_HEAD, KEY_BASE] {
         if let Some(v) = db.get(key)? {
-            batch.put_cf(meta(db), key, v);
+            batch.put_cf(meta, key, v);
             batch.delete(key);
         }
     }
@@ -153,7 +154,7 @@ fn move_meta_out_of_records(db: &DB) -> Result<(), AuditError> {
         if !k.starts_with(KEY_WITNESS) {
             break;
         }
-        batch.put_cf(meta(db), &k, v);
+        batch.put_cf(meta, &k, v);
         batch.delete(&k);
     }
     if !batch.is_empty() {
@@ -235,7 +236,7 @@ impl AuditLog {
     }
 
     fn with_db(db: DB) -> Result<Self, AuditError> {
-        let head = head_or_empty(db.get_cf(meta(&db), KEY_HEAD)?)?;
+        let head = head_or_empty(db.get_cf(meta_cf(&db), KEY_HEAD)?)?;
         // What was read from disk has survived whatever came before.
         Ok(Self {
             db,
@@ -244,6 +245,11 @@ impl AuditLog {
             witnessing: Mutex::new(()),
             pruning: Mutex::new(()),
         })
+    }
+
+    /// The column family of the head, the base and the witnessed heads ([`meta_cf`]).
+    fn meta(&self) -> &ColumnFamily {
+        meta_cf(&self.db)
     }
 
     /// Appends bodies in order; returns the sequence number of the last one.
@@ -268,7 +274,7 @@ impl AuditLog {
             batch.put(seq.to_be_bytes(), &record);
             head = Head { seq, hash };
         }
-        batch.put_cf(meta(&self.db), KEY_HEAD, encode(&head)?);
+        batch.put_cf(self.meta(), KEY_HEAD, encode(&head)?);
         let mut opts = WriteOptions::default();
         let sync = last_sync.elapsed() >= SYNC_INTERVAL;
         opts.set_sync(sync);
@@ -282,7 +288,7 @@ impl AuditLog {
 
     /// Where the chain starts: the last record pruned (`seq` 0 and an all-zero hash if none).
     pub fn base(&self) -> Result<Head, AuditError> {
-        head_or_empty(self.db.get_cf(meta(&self.db), KEY_BASE)?)
+        head_or_empty(self.db.get_cf(self.meta(), KEY_BASE)?)
     }
 
     /// The body of record `seq`, if it is kept.
@@ -324,7 +330,7 @@ impl AuditLog {
         }
         let mut batch = WriteBatch::default();
         batch.delete_range((base.seq + 1).to_be_bytes(), (last.seq + 1).to_be_bytes());
-        batch.put_cf(meta(&self.db), KEY_BASE, encode(&last)?);
+        batch.put_cf(self.meta(), KEY_BASE, encode(&last)?);
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db.write_opt(batch, &opts)?;
@@ -363,9 +369,9 @@ impl AuditLog {
     pub fn witness(&self, node: u64, head: Head) -> Result<Option<Head>, AuditError> {
         let key = [KEY_WITNESS, &node.to_be_bytes()].concat();
         let _one_at_a_time = self.witnessing.lock().expect("audit witness lock");
-        let before: Option<Head> = self.db.get_cf(meta(&self.db), &key)?.map(|b| decode(&b)).transpose()?;
+        let before: Option<Head> = self.db.get_cf(self.meta(), &key)?.map(|b| decode(&b)).transpose()?;
         if before.is_none_or(|b| head.seq > b.seq) {
-            self.db.put_cf(meta(&self.db), &key, encode(&head)?)?;
+            self.db.put_cf(self.meta(), &key, encode(&head)?)?;
         }
         Ok(before)
     }
@@ -373,7 +379,7 @@ impl AuditLog {
     /// The latest head of `node`'s chain that this node has witnessed.
     pub fn witnessed(&self, node: u64) -> Result<Option<Head>, AuditError> {
         let key = [KEY_WITNESS, &node.to_be_bytes()].concat();
-        Ok(self.db.get_cf(meta(&self.db), &key)?.map(|b| decode(&b)).transpose()?)
+        Ok(self.db.get_cf(self.meta(), &key)?.map(|b| decode(&b)).transpose()?)
     }
 
     /// Checks this chain against a head of it that another node witnessed: the record it names
@@ -424,8 +430,8 @@ impl AuditLog {
     /// where the walk ends.
     pub fn verify(&self) -> Result<Result<u64, ChainBreak>, AuditError> {
         let snap = self.db.snapshot();
-        let head = head_or_empty(snap.get_cf(meta(&self.db), KEY_HEAD)?)?;
-        let base = head_or_empty(snap.get_cf(meta(&self.db), KEY_BASE)?)?;
+        let head = head_or_empty(snap.get_cf(self.meta(), KEY_HEAD)?)?;
+        let base = head_or_empty(snap.get_cf(self.meta(), KEY_BASE)?)?;
         let mut prev = base;
         for item in records_after(&snap, base) {
             let (seq, rec) = item?;
@@ -476,7 +482,7 @@ impl AuditLog {
             None => [0; 32],
         };
         let head = Head { seq, hash };
-        self.db.put_cf(meta(&self.db), KEY_HEAD, encode(&head)?)?;
+        self.db.put_cf(self.meta(), KEY_HEAD, encode(&head)?)?;
         self.head.lock().expect("audit head lock").0 = head;
         Ok(())
     }
@@ -635,7 +641,7 @@ mod tests {
         // A base forged to skip records: the first record kept does not link to it.
         let (_d3, log) = filled(100);
         log.prune_through(50).unwrap();
-        log.db.put_cf(meta(&log.db), KEY_BASE, encode(&Head { seq: 60, hash: [9; 32] }).unwrap()).unwrap();
+        log.db.put_cf(log.meta(), KEY_BASE, encode(&Head { seq: 60, hash: [9; 32] }).unwrap()).unwrap();
         assert_eq!(log.verify().unwrap(), Err(ChainBreak::Link { seq: 61, prev: 60 }));
     }
 
