@@ -57,11 +57,6 @@ pub struct AuditEvent {
     pub bytes_out: Option<u64>,
 }
 
-/// The handshake's event, carried on a 101 response to the server leg, which records it again
-/// when the tunnel ends ([`crate::gateway::Gateway::tunnel_closed`]).
-#[derive(Debug, Clone)]
-pub struct TunnelAudit(pub AuditEvent);
-
 /// The sending side, cloned into every request handler.
 #[derive(Clone)]
 pub struct AuditQueue {

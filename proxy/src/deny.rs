@@ -3,10 +3,10 @@
 //! credential failure, so a caller cannot tell a malformed key from a revoked one.
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::upstream::Body;
+use crate::reply::{Fields, Reply};
 
 /// A refused request: the status, the audit reason, and extra response headers.
 #[derive(Debug)]
@@ -61,16 +61,14 @@ impl Deny {
         }
     }
 
-    pub fn into_response(self) -> Response<Body> {
+    pub fn into_reply(self) -> Reply {
         let body = Bytes::from_static(self.public_body().as_bytes());
-        let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
-        *resp.status_mut() = self.status;
-        let h = resp.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut fields = Fields::with_capacity(self.headers.len() + 2);
+        fields.append(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in self.headers {
-            h.append(name, value);
+            fields.append(name, value);
         }
-        resp
+        Reply::new(self.status, fields, Full::new(body).map_err(|never| match never {}).boxed())
     }
 }
 

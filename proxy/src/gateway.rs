@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, StatusCode};
 
-use crate::audit::{AuditEvent, AuditQueue, TunnelAudit};
+use crate::audit::{AuditEvent, AuditQueue};
 use crate::canonical::canonicalize;
 use crate::clock::now_ms;
 use crate::deny::Deny;
@@ -16,8 +16,9 @@ use crate::limits::Limits;
 use crate::metrics::{ProxyMetrics, RequestLabels, RouteLabel};
 use crate::phases::{authenticate, authorize, forward, headers, rate_limit, route};
 use crate::policy::{AuthMethod, Name, ParsedKey, Policy};
+use crate::reply::Reply;
 use crate::server::ClientBody;
-use crate::upstream::{Body, Upstreams};
+use crate::upstream::Upstreams;
 
 /// Data-plane limits and timeouts. Defaults are for a gateway in front of JSON APIs.
 #[derive(Debug, Clone)]
@@ -108,7 +109,7 @@ impl Gateway {
     }
 
     /// Handles one request end to end. Never fails: every outcome is a response.
-    pub async fn handle(&self, req: Request<ClientBody>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, req: Request<ClientBody>, peer: SocketAddr) -> Reply {
         let started = Instant::now();
         // The clock is read once: the decision's time, and (plus the latency) the event's.
         let now = now_ms();
@@ -131,14 +132,14 @@ impl Gateway {
                     _ => 0,
                 };
                 let reason = deny.reason;
-                (deny.into_response(), reason)
+                (deny.into_reply(), reason)
             }
         };
         if facts.path.is_empty() {
             facts.path = cut(uri.path());
         }
         let decision = if reason.starts_with("ok") { "allow" } else { "deny" };
-        let status = resp.status().as_u16();
+        let status = resp.status.as_u16();
         let elapsed = started.elapsed();
         self.metrics.count_request(RequestLabels { route: RouteLabel(facts.route.clone()), decision, status });
         self.metrics.latency_seconds.observe(elapsed);
@@ -162,7 +163,7 @@ impl Gateway {
             bytes_out: None,
         };
         if status == 101 {
-            resp.extensions_mut().insert(TunnelAudit(event.clone()));
+            resp.tunnel_audit = Some(Box::new(event.clone()));
         }
         self.audit.record(event);
         resp
@@ -170,8 +171,8 @@ impl Gateway {
 
     /// Records the end of a WebSocket tunnel: the handshake's event again, with how the tunnel
     /// ended, how long it lasted and the bytes it carried each way.
-    pub fn tunnel_closed(&self, handshake: TunnelAudit, closed: crate::tunnel::Closed) {
-        let TunnelAudit(mut e) = handshake;
+    pub fn tunnel_closed(&self, handshake: AuditEvent, closed: crate::tunnel::Closed) {
+        let mut e = handshake;
         e.ts_ms = now_ms();
         e.reason = Cow::Borrowed(closed.reason);
         e.latency_us = closed.lasted.as_micros() as u64;
@@ -188,7 +189,7 @@ impl Gateway {
         client_ip: IpAddr,
         ip: &str,
         facts: &mut Facts,
-    ) -> Result<Response<Body>, Deny> {
+    ) -> Result<Reply, Deny> {
         // An IP the cluster blocked for guessing credentials gets nothing, on any node.
         if !policy.blocked_ips.is_empty() {
             if let Some(until) = policy.blocked_ips.get(&client_ip).copied().filter(|u| *u > now) {
@@ -376,19 +377,16 @@ impl Gateway {
             self.cfg.upstream_response_timeout,
         )
         .await?;
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client) = upgrade {
-                resp.extensions_mut().insert(client);
-            }
-            let h = resp.headers_mut();
-            h.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
-            h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        if resp.status == StatusCode::SWITCHING_PROTOCOLS {
+            resp.switchable = upgrade.is_some();
+            resp.fields.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            resp.fields.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
         }
         if caller.as_ref().is_some_and(|c| c.deprecated) {
-            resp.headers_mut().insert(headers::DEPRECATION.clone(), HeaderValue::from_static("true"));
+            resp.fields.insert(headers::DEPRECATION.clone(), HeaderValue::from_static("true"));
         }
         if let Some(limit) = tightest {
-            resp.headers_mut().insert(headers::RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
+            resp.fields.insert(headers::RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
         }
         Ok(resp)
     }

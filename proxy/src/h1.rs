@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -41,7 +41,8 @@ use crate::deny::Deny;
 use crate::framing::{decode, Decoded, Framing};
 use crate::gateway::{Gateway, TargetWithFragment};
 use crate::phases::headers::connection_tokens;
-use crate::upstream::{Body, BoxError};
+use crate::reply::{Fields, Reply};
+use crate::upstream::BoxError;
 
 /// How much is read from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
@@ -354,21 +355,21 @@ pub async fn serve<IO>(
         // next request's start is unknown.
         let body_done = body_done || skip_buffered(&mut framing, &mut buf);
         keep_alive &= body_done && !*shutdown.borrow();
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if resp.status == StatusCode::SWITCHING_PROTOCOLS {
             let Some(tunnel) = crate::tunnel::Tunnel::take(&mut resp) else {
                 return;
             };
             out.clear();
-            encode_head(&mut out, &resp, HeadFraming::None, true, http10);
+            encode_head(&mut out, resp.status, &resp.fields, HeadFraming::None, true, http10);
             if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
                 return;
             }
-            let handshake = resp.extensions_mut().remove::<crate::audit::TunnelAudit>();
+            let handshake = resp.tunnel_audit.take();
             let client = crate::tunnel::Own { io: Box::new(io), early: buf.split().freeze() };
             let open = gateway.metrics.tunnels_open.clone();
             let closed = crate::tunnel::run(tunnel, client, settings.idle_timeout, shutdown, open).await;
             if let Some(handshake) = handshake {
-                gateway.tunnel_closed(handshake, closed);
+                gateway.tunnel_closed(*handshake, closed);
             }
             return;
         }
@@ -392,7 +393,7 @@ async fn refuse<IO: AsyncWrite + Unpin>(
 ) {
     let (status, reason) = r.status();
     gateway.refused_head(peer, status, reason);
-    let resp = Deny::new(status, reason).into_response();
+    let resp = Deny::new(status, reason).into_reply();
     let _ = write_response(io, resp, false, false, false, out).await;
     let _ = io.shutdown().await;
 }
@@ -472,15 +473,15 @@ enum HeadFraming {
 /// Writes `resp`. `Ok(true)` if the connection may carry another request after it.
 async fn write_response<IO: AsyncWrite + Unpin>(
     io: &mut IO,
-    resp: Response<Body>,
+    resp: Reply,
     is_head: bool,
     keep_alive: bool,
     http10: bool,
     out: &mut Vec<u8>,
 ) -> std::io::Result<bool> {
-    let status = resp.status();
-    let declared = resp.headers().get(CONTENT_LENGTH).and_then(|v| crate::framing::content_length(v.as_bytes()));
-    let hint = resp.body().size_hint().exact();
+    let Reply { status, fields, mut body, .. } = resp;
+    let declared = fields.get(&CONTENT_LENGTH).and_then(crate::framing::content_length);
+    let hint = body.size_hint().exact();
     let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
         HeadFraming::None
@@ -502,17 +503,13 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     };
     let keep_alive = keep_alive
         && framing != HeadFraming::Close
-        && !resp
-            .headers()
-            .get_all(CONNECTION)
-            .iter()
-            .any(|v| connection_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")));
+        && !fields.get_all(&CONNECTION).any(|v| connection_tokens(v).any(|t| t.eq_ignore_ascii_case(b"close")));
     out.clear();
     // A length the head already holds is not written twice.
     let added = if declared.is_some() { HeadFraming::None } else { framing };
-    encode_head(out, &resp, added, keep_alive, http10);
+    encode_head(out, status, &fields, added, keep_alive, http10);
+    drop(fields);
     let send_body = !is_head && framing != HeadFraming::None;
-    let mut body = resp.into_body();
     if !send_body {
         io.write_all(out).await?;
         io.flush().await?;
@@ -620,18 +617,27 @@ fn put_number(out: &mut Vec<u8>, mut n: u64, base: u64) {
 
 /// Writes the status line and the header fields; `framing` adds `Content-Length` or
 /// `Transfer-Encoding: chunked` where the head does not hold them yet.
-fn encode_head<B>(out: &mut Vec<u8>, resp: &Response<B>, framing: HeadFraming, keep_alive: bool, http10: bool) {
-    let status = resp.status();
+fn encode_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    fields: &Fields,
+    framing: HeadFraming,
+    keep_alive: bool,
+    http10: bool,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let headers = resp.headers();
-    for (name, value) in headers {
+    // Whether the fields hold a date and a `Connection`, noted as they are written.
+    let (mut dated, mut connection) = (false, false);
+    for (name, value) in fields.iter() {
+        dated |= name == DATE;
+        connection |= name == CONNECTION;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     match framing {
@@ -643,12 +649,12 @@ fn encode_head<B>(out: &mut Vec<u8>, resp: &Response<B>, framing: HeadFraming, k
         HeadFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         HeadFraming::None | HeadFraming::Close => {}
     }
-    if !headers.contains_key(DATE) {
+    if !dated {
         out.extend_from_slice(b"date: ");
         crate::clock::http_date(|d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");
     }
-    if status != StatusCode::SWITCHING_PROTOCOLS && !headers.contains_key(CONNECTION) {
+    if status != StatusCode::SWITCHING_PROTOCOLS && !connection {
         if !keep_alive {
             out.extend_from_slice(b"connection: close\r\n");
         } else if http10 {
@@ -764,22 +770,22 @@ mod tests {
 
     #[test]
     fn response_heads_carry_their_framing() {
-        let mut resp = Response::new(());
-        resp.headers_mut().insert("x-a", HeaderValue::from_static("1"));
-        resp.headers_mut().insert(DATE, HeaderValue::from_static("Sun, 29 Nov 2026 06:00:00 GMT"));
+        let mut fields = Fields::default();
+        fields.append(http::HeaderName::from_static("x-a"), HeaderValue::from_static("1"));
+        fields.append(DATE, HeaderValue::from_static("Sun, 29 Nov 2026 06:00:00 GMT"));
         let mut out = Vec::new();
-        encode_head(&mut out, &resp, HeadFraming::Length(12), true, false);
+        encode_head(&mut out, StatusCode::OK, &fields, HeadFraming::Length(12), true, false);
         assert_eq!(
             String::from_utf8(out.clone()).unwrap(),
             "HTTP/1.1 200 OK\r\nx-a: 1\r\ndate: Sun, 29 Nov 2026 06:00:00 GMT\r\ncontent-length: 12\r\n\r\n"
         );
         out.clear();
-        encode_head(&mut out, &resp, HeadFraming::Chunked, false, false);
+        encode_head(&mut out, StatusCode::OK, &fields, HeadFraming::Chunked, false, false);
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(text.ends_with("transfer-encoding: chunked\r\nconnection: close\r\n\r\n"), "{text}");
         out.clear();
-        resp.headers_mut().remove(DATE);
-        encode_head(&mut out, &resp, HeadFraming::None, true, true);
+        let undated = Fields::default();
+        encode_head(&mut out, StatusCode::OK, &undated, HeadFraming::None, true, true);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("\r\ndate: ") && text.ends_with("GMT\r\nconnection: keep-alive\r\n\r\n"), "{text}");
     }

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod metrics;
 pub mod phases;
 pub mod policy;
+pub mod reply;
 pub mod reports;
 pub mod server;
 pub mod tls;

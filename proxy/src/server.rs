@@ -506,7 +506,7 @@ where
                 req.extensions_mut().insert(crate::tls::OverTls);
             }
             async move {
-                let resp = gw.handle(req, peer).await;
+                let resp = gw.handle(req, peer).await.into_http();
                 // In flight until the response body has been sent (or abandoned).
                 Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _in_flight: in_flight, failed: None }))
             }

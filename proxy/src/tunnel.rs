@@ -4,14 +4,14 @@
 //! shuts down.
 //!
 //! The gateway decides (every phase runs on the handshake, which is audited with status 101)
-//! and opens the upstream connection; the 101 response carries the upstream's end to the
+//! and opens the upstream connection; the 101 reply carries the upstream's end to the
 //! HTTP/1 leg (`crate::h1`), which writes the 101 and hands [`run`] its own connection.
 //! The upstream connection is the tunnel's own: it never came from, and never returns to, the
 //! pool.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,24 +23,9 @@ use tokio::sync::watch;
 
 use crate::clock::mono_ms;
 
-/// The upstream's side of a switched connection: the socket, and what the upstream sent past
-/// its 101 head. It rides in the 101 response's extensions (which must be `Clone`, hence the
-/// shared slot) from the forward phase to the server.
-#[derive(Clone)]
-pub struct UpstreamSide(Arc<Mutex<Option<(TcpStream, Bytes)>>>);
-
-impl UpstreamSide {
-    pub fn new(io: TcpStream, early: Bytes) -> Self {
-        Self(Arc::new(Mutex::new(Some((io, early)))))
-    }
-
-    fn take(&self) -> Option<(TcpStream, Bytes)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
 /// Marks a request whose connection can become a tunnel: the HTTP/1 leg (`crate::h1`) puts it
-/// on a handshake and, if the gateway keeps it on the 101 response, hands its connection over.
+/// on a handshake and, if the gateway's 101 reply says it is `switchable`, hands its
+/// connection over.
 #[derive(Clone, Copy)]
 pub struct Switchable;
 
@@ -63,11 +48,12 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    /// The tunnel a 101 response carries, if it carries one (both ends are removed from it).
-    pub fn take<B>(resp: &mut http::Response<B>) -> Option<Self> {
-        let switchable = resp.extensions_mut().remove::<Switchable>();
-        let upstream = resp.extensions_mut().remove::<UpstreamSide>().and_then(|u| u.take());
-        let (Switchable, (upstream, early)) = (switchable?, upstream?);
+    /// The tunnel a 101 reply carries, if it carries one (the upstream's end is taken from it).
+    pub fn take(reply: &mut crate::reply::Reply) -> Option<Self> {
+        if !reply.switchable {
+            return None;
+        }
+        let (upstream, early) = *reply.upstream_side.take()?;
         Some(Self { upstream, early })
     }
 }

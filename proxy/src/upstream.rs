@@ -10,7 +10,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
 use http_body_util::combinators::BoxBody;
 use tokio::net::TcpStream;
 
@@ -18,6 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::clock::mono_ms;
 use crate::hashing::ConfigMap;
+use crate::reply::Reply;
 use wire::WireError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -200,7 +200,7 @@ impl Upstreams {
         req: &wire::Head<'_>,
         body: Option<Body>,
         replayable: bool,
-    ) -> Result<Response<Body>, SendError> {
+    ) -> Result<Reply, SendError> {
         // Without a declared length a body goes chunked.
         let chunked = body.is_some() && !req.headers.contains_key(http::header::CONTENT_LENGTH);
         let (ep, head) = head_for(target, req, chunked)?;
@@ -221,18 +221,18 @@ impl Upstreams {
 
     /// Sends a request that asks to switch protocols (a WebSocket handshake, with no body) on a
     /// new connection of its own, never a pooled one, and returns the upstream's answer. A 101
-    /// carries the connection in its extensions ([`crate::tunnel::UpstreamSide`]); any other
-    /// answer is relayed as usual and its connection closed after it.
-    pub async fn switch(&self, target: &Target, req: &wire::Head<'_>) -> Result<Response<Body>, SendError> {
+    /// carries the connection ([`Reply::upstream_side`]); any other answer is relayed as usual
+    /// and its connection closed after it.
+    pub async fn switch(&self, target: &Target, req: &wire::Head<'_>) -> Result<Reply, SendError> {
         let (ep, head) = head_for(target, req, false)?;
         let io = self.connect(ep).await?;
         Ok(match wire::switch(io, &head, req.method).await? {
             wire::Switch::Refused(resp) => resp,
             wire::Switch::Switched { head, io, early } => {
-                let (mut parts, ()) = head.into_parts();
-                parts.extensions.insert(crate::tunnel::UpstreamSide::new(io, early));
                 let empty = http_body_util::BodyExt::map_err(http_body_util::Empty::<Bytes>::new(), |n| match n {});
-                Response::from_parts(parts, http_body_util::BodyExt::boxed(empty))
+                let mut reply = Reply::new(head.status, head.fields, http_body_util::BodyExt::boxed(empty));
+                reply.upstream_side = Some(Box::new((io, early)));
+                reply
             }
         })
     }
@@ -422,7 +422,7 @@ mod tests {
         let headers = http::HeaderMap::new();
         let head = wire::Head { method: &http::Method::GET, path_and_query: "/", headers: &headers, added: &[] };
         let ask = || async {
-            let resp = ups.send(&target, &head, None, true).await.unwrap();
+            let resp = ups.send(&target, &head, None, true).await.unwrap().into_http();
             let (parts, body) = resp.into_parts();
             (parts.headers, body.collect().await.unwrap().to_bytes())
         };

@@ -7,11 +7,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Response, StatusCode};
+use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 
 use crate::deny::Deny;
+use crate::reply::Reply;
 use crate::upstream::wire::{Head, WireError};
 use crate::upstream::{Body, BoxError, SendError, Upstreams};
 
@@ -124,7 +125,7 @@ pub async fn forward(
     targets: &[String],
     out: Outbound<'_>,
     timeout: Duration,
-) -> Result<Response<Body>, Deny> {
+) -> Result<Reply, Deny> {
     let order = upstreams.order(route, targets);
     let retryable = out.body.is_none() && is_idempotent(&out.method);
     let deadline = out.body_read_timeout;
@@ -182,7 +183,7 @@ pub async fn forward(
             }
             // Hop-by-hop headers were left out as the response head was read.
             Ok(Ok(resp)) => {
-                target.report(!resp.status().is_server_error());
+                target.report(!resp.status.is_server_error());
                 return Ok(resp);
             }
         }

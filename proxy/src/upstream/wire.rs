@@ -18,7 +18,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Method, StatusCode};
 use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use super::{checkin, BoxError};
 use crate::framing::{decode, Decoded, Framing};
 use crate::phases::headers::{connection_tokens, is_header_value, Filter};
+use crate::reply::{Fields, Reply};
 
 /// Largest response head accepted from an upstream.
 pub const HEAD_LEN_MAX: usize = 64 * 1024;
@@ -149,7 +150,7 @@ pub async fn exchange(
     chunked: bool,
     method: &Method,
     pool_key: u64,
-) -> Result<Response<super::Body>, WireError> {
+) -> Result<Reply, WireError> {
     let Conn { mut io, mut buf } = conn;
     let mut body_sent = true;
     match body {
@@ -177,24 +178,29 @@ pub async fn exchange(
     Ok(with_body(resp, body))
 }
 
+/// A response head as read: the status and the fields that go on to the client.
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub fields: Fields,
+}
+
 /// The response with `body` streaming from its connection.
-fn with_body(head: Response<()>, mut body: UpstreamBody) -> Response<super::Body> {
+fn with_body(head: ResponseHead, mut body: UpstreamBody) -> Reply {
     if body.framing == Framing::Length(0) {
         // Nothing follows the head (HEAD, 204, 304, a zero length): hyper never polls a body
         // that says it has ended, so the connection goes back to the pool now or never.
         body.finish();
     }
-    let (parts, ()) = head.into_parts();
-    Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
+    Reply::new(head.status, head.fields, http_body_util::BodyExt::boxed(body))
 }
 
 /// What an upstream answered to a request to switch protocols (a WebSocket handshake).
 pub enum Switch {
     /// `101 Switching Protocols`: the head (hop-by-hop fields left out), the connection, and
     /// whatever the upstream already sent past the head (the first bytes of the new protocol).
-    Switched { head: Response<()>, io: TcpStream, early: Bytes },
+    Switched { head: ResponseHead, io: TcpStream, early: Bytes },
     /// Any other final answer, relayed as usual; its connection is never pooled.
-    Refused(Response<super::Body>),
+    Refused(Reply),
 }
 
 /// Sends a request that asks to switch protocols on a connection of its own, and reads the
@@ -332,8 +338,8 @@ async fn read_more(io: &mut TcpStream, buf: &mut BytesMut) -> Result<(), WireErr
 /// A final answer: how its body is delimited and whether the connection may carry another
 /// request after it; or, where one was asked for, a protocol switch.
 enum Answer {
-    Final(Response<()>, Framing, bool),
-    Switched(Response<()>),
+    Final(ResponseHead, Framing, bool),
+    Switched(ResponseHead),
 }
 
 /// Reads the final response head (interim 1xx answers are skipped). `101` is an answer only if
@@ -361,9 +367,9 @@ async fn read_head(
 enum Parsed {
     /// A 1xx answer other than 101 (consumed from the buffer).
     Interim,
-    Final(Response<()>, Framing, bool),
+    Final(ResponseHead, Framing, bool),
     /// `101 Switching Protocols` to a request that asked for it (consumed from the buffer).
-    Switched(Response<()>),
+    Switched(ResponseHead),
 }
 
 /// Parses one response head at the start of `buf` and consumes it; `None` if it is not all
@@ -468,16 +474,13 @@ fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Opti
         Framing::Close
     };
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the fields the gateway adds (the tightest limit, `Deprecation`).
+    let mut out = Fields::with_capacity(fields.len() + 2);
     for (name, start, end) in fields.drain(..) {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| WireError::BadResponse("bad header value"))?;
-        headers.append(name, value);
+        out.append_parsed(name, head.slice(start..end));
     }
     crate::fields::give_back(fields);
-    let mut resp = Response::new(());
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
+    let resp = ResponseHead { status, fields: out };
     if switched {
         return Ok(Some(Parsed::Switched(resp)));
     }
@@ -577,13 +580,15 @@ impl hyper::body::Body for UpstreamBody {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     fn parse(raw: &[u8], method: &Method) -> Result<Option<(StatusCode, Framing, bool, usize)>, WireError> {
         let mut buf = BytesMut::from(raw);
         Ok(parse_head(&mut buf, method, false)?.map(|p| match p {
             Parsed::Interim => (StatusCode::CONTINUE, Framing::Done, false, buf.len()),
-            Parsed::Final(r, f, k) => (r.status(), f, k, buf.len()),
+            Parsed::Final(r, f, k) => (r.status, f, k, buf.len()),
             Parsed::Switched(_) => unreachable!("no switch was asked for"),
         }))
     }
@@ -634,9 +639,9 @@ mod tests {
                Server: up\r\ncontent-length: 0\r\n\r\n"[..],
         );
         let Some(Parsed::Final(resp, _, keep)) = parse_head(&mut buf, &get, false).unwrap() else { panic!("final") };
-        let names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
+        let names: Vec<&str> = resp.fields.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!((names, keep, buf.len()), (vec!["server", "content-length"], true, 0));
-        assert_eq!(resp.headers()["server"], "up");
+        assert_eq!(resp.fields.get(&http::header::SERVER), Some(&b"up"[..]));
         // Up to HEADERS_MAX fields are read (past the first, smaller array); one more is an error.
         let many = |n: usize| {
             let mut s = String::from("HTTP/1.1 200 OK\r\n");
@@ -664,7 +669,7 @@ mod tests {
         let Some(Parsed::Switched(resp)) = parse_head(&mut buf, &get, true).unwrap() else { panic!("switched") };
         // The hop-by-hop fields stay behind (the gateway writes its own); the rest go on, and
         // what follows the head is the new protocol's, left in the buffer.
-        let names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
+        let names: Vec<&str> = resp.fields.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["sec-websocket-accept"]);
         assert_eq!(&buf[..], b"\x81\x02hi");
         // Asked for, but answered otherwise: a final answer as usual.
