@@ -6,7 +6,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::reply::{Fields, Reply};
+use crate::fields::Fields;
+use crate::reply::Reply;
 
 /// A refused request: the status, the audit reason, and extra response headers.
 #[derive(Debug)]

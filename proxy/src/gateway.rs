@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, StatusCode};
+use http::{HeaderValue, StatusCode};
 
 use crate::audit::{AuditEvent, AuditQueue};
 use crate::canonical::canonicalize;
 use crate::clock::now_ms;
 use crate::deny::Deny;
+use crate::fields::Fields;
 use crate::limits::Limits;
 use crate::metrics::{ProxyMetrics, RequestLabels, RouteLabel};
 use crate::phases::{authenticate, authorize, forward, headers, rate_limit, route};
 use crate::policy::{AuthMethod, Name, ParsedKey, Policy};
 use crate::reply::Reply;
-use crate::server::ClientBody;
+use crate::request::ClientRequest;
 use crate::upstream::Upstreams;
 
 /// Data-plane limits and timeouts. Defaults are for a gateway in front of JSON APIs.
@@ -109,16 +110,16 @@ impl Gateway {
     }
 
     /// Handles one request end to end. Never fails: every outcome is a response.
-    pub async fn handle(&self, req: Request<ClientBody>, peer: SocketAddr) -> Reply {
+    pub async fn handle(&self, req: ClientRequest, peer: SocketAddr) -> Reply {
         let started = Instant::now();
         // The clock is read once: the decision's time, and (plus the latency) the event's.
         let now = now_ms();
         let policy = self.policy.load_full();
-        let client_ip = headers::client_ip(peer, req.headers(), &self.cfg.trusted_proxies);
-        let method = method_name(req.method());
+        let client_ip = headers::client_ip(peer, &req.fields, &self.cfg.trusted_proxies);
+        let method = method_name(&req.method);
         // A request refused before its path was canonicalised is audited with the path as sent
         // (cut to 512 characters); taken only then, from this cheap copy of the URI.
-        let uri = req.uri().clone();
+        let uri = req.uri.clone();
         let mut facts = Facts::default();
         // Formatted once: the rate-limit subject, X-Forwarded-For and the audit event share it.
         let ip = headers::ip_text(client_ip);
@@ -183,7 +184,7 @@ impl Gateway {
 
     async fn run(
         &self,
-        req: Request<ClientBody>,
+        req: ClientRequest,
         policy: &Policy,
         now: u64,
         client_ip: IpAddr,
@@ -198,24 +199,24 @@ impl Gateway {
                     .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry_s)));
             }
         }
+        let ClientRequest { method, uri, version, fields, body, over_tls, switchable, target_with_fragment } = req;
         // Phase 1: canonicalise (framing first: smuggling attempts never get further).
-        let declared = check_framing(req.headers(), req.version())?;
+        let declared = check_framing(&fields, version)?;
         // A fragment is the client's own business (RFC 9110 §4.2.5) and never part of a
         // request-target: one that arrives is refused, not dropped, so that no reading of
         // `/public#/../admin` can differ from the one decided on (CVE-2021-32779). Only the
         // HTTP/1 leg sees the raw target; HTTP/2's `:path` reaches us with it already cut.
-        if let Some(TargetWithFragment(raw)) = req.extensions().get::<TargetWithFragment>() {
-            facts.raw_path = Some(cut(&String::from_utf8_lossy(raw)));
+        if let Some(raw) = target_with_fragment {
+            facts.raw_path = Some(cut(&String::from_utf8_lossy(&raw)));
             return Err(Deny::bad_request("fragment_in_target"));
         }
-        if req.headers().len() > self.cfg.headers_max {
+        if fields.len() > self.cfg.headers_max {
             return Err(Deny::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too_many_headers"));
         }
-        let uri = req.uri();
         // HTTP/1 requests come in origin form; an absolute-form target is refused (a proxy
         // request, or a smuggling attempt). HTTP/2 always carries :scheme and :authority, which
         // hyper puts in the URI: those are the request's own, not an absolute form.
-        if req.version() < http::Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
+        if version < http::Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
             return Err(Deny::bad_request("absolute_form"));
         }
         if uri.path_and_query().map_or(0, |p| p.as_str().len()) > self.cfg.uri_len_max {
@@ -228,21 +229,17 @@ impl Gateway {
         // The audit event's path and what the later phases read: one string, not two.
         facts.path = canon;
         let canon: &str = &facts.path;
-        let mut hosts = req.headers().get_all(http::header::HOST).iter();
+        let mut hosts = fields.get_all(&http::header::HOST);
         let (h1, h2) = (hosts.next(), hosts.next());
         if h2.is_some() {
             return Err(Deny::bad_request("duplicate_host"));
         }
-        // Owned handles on the request's own bytes (a reference count, no copy), so that the
-        // host, lowercased only when it is not already, can be borrowed past `into_parts`.
-        let (authority, host_field) = (uri.authority().cloned(), h1.cloned());
-        let host: Option<Cow<'_, str>> = match (&authority, &host_field) {
-            (Some(a), Some(h)) if h.as_bytes() != a.as_str().as_bytes() => {
-                return Err(Deny::bad_request("host_mismatch"))
-            }
+        // The host, lowercased only when it is not already.
+        let host: Option<Cow<'_, str>> = match (uri.authority(), h1) {
+            (Some(a), Some(h)) if h != a.as_str().as_bytes() => return Err(Deny::bad_request("host_mismatch")),
             (Some(a), _) => Some(lowercase(a.host())),
             (None, Some(h)) => {
-                let h = h.to_str().map_err(|_| Deny::bad_request("bad_host"))?;
+                let h = crate::fields::text(h).ok_or_else(|| Deny::bad_request("bad_host"))?;
                 if h.contains('@') {
                     return Err(Deny::bad_request("bad_host"));
                 }
@@ -256,8 +253,6 @@ impl Gateway {
             }
             (None, None) => None,
         };
-        // Kept past `into_parts` (a standard method is copied without an allocation).
-        let method = req.method().clone();
 
         // Phase 2: route.
         let route = self
@@ -278,7 +273,7 @@ impl Gateway {
         }
 
         // Phase 3: authenticate.
-        let presented = authenticate::credential(req.headers())?;
+        let presented = authenticate::credential(&fields)?;
         let anonymous_ok = route.auth.contains(&AuthMethod::None);
         let caller = match presented {
             None if anonymous_ok => None,
@@ -319,19 +314,15 @@ impl Gateway {
         let tightest = rate_limit::check(&self.limits, policy, route, &subjects).await?;
 
         // Phase 6: forward.
-        let (mut parts, body) = req.into_parts();
-        let over_tls = parts.extensions.get::<crate::tls::OverTls>().is_some();
         if declared.length.is_some_and(|n| n > self.cfg.body_len_max) {
             return Err(Deny::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
         }
         let has_body = declared.chunked
             || declared.length_not_zero
-            || (parts.version == http::Version::HTTP_2 && !hyper::body::Body::is_end_stream(&body));
+            || (version == http::Version::HTTP_2 && !hyper::body::Body::is_end_stream(&body));
         // A WebSocket handshake becomes a tunnel if the upstream agrees; the server leg hands
         // over the client's side of it once the 101 is written.
-        let upgrade = (!has_body && wants_websocket(&parts))
-            .then(|| parts.extensions.remove::<crate::tunnel::Switchable>())
-            .flatten();
+        let upgrade = switchable && !has_body && wants_websocket(&method, version, &fields);
         // The client's headers go on filtered as the upstream head is written
         // (`headers::Filter::request`); the gateway's own are added there.
         let roles = caller.as_ref().map(authorize::role_names);
@@ -346,13 +337,13 @@ impl Gateway {
             added.push(&headers::X_GATEWAY_KEY_ID, &c.key.id);
             added.push(&headers::X_GATEWAY_ROLES, roles);
         }
-        if upgrade.is_some() {
+        if upgrade {
             // Hop-by-hop, so filtered out of the client's headers: the gateway asks for itself.
             added.push(&headers::CONNECTION, "upgrade");
             added.push(&headers::UPGRADE, "websocket");
         }
         let with_query;
-        let path_and_query = match parts.uri.query() {
+        let path_and_query = match uri.query() {
             Some(q) => {
                 with_query = format!("{canon}?{q}");
                 with_query.as_str()
@@ -360,12 +351,12 @@ impl Gateway {
             None => canon,
         };
         let out = forward::Outbound {
-            method: parts.method,
+            method,
             path_and_query,
-            headers: parts.headers,
+            headers: &fields,
             added,
             body: has_body.then_some(body),
-            upgrade: upgrade.is_some(),
+            upgrade,
             body_len_max: self.cfg.body_len_max,
             body_read_timeout: self.cfg.body_read_timeout,
         };
@@ -378,7 +369,7 @@ impl Gateway {
         )
         .await?;
         if resp.status == StatusCode::SWITCHING_PROTOCOLS {
-            resp.switchable = upgrade.is_some();
+            resp.switchable = upgrade;
             resp.fields.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
             resp.fields.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
         }
@@ -458,20 +449,14 @@ fn method_name(m: &http::Method) -> Cow<'static, str> {
 /// Whether a request is a WebSocket opening handshake (RFC 6455 §4.1): an HTTP/1.1 GET with
 /// `Upgrade: websocket` and `Connection: upgrade`. Other upgrades (`h2c` among them) are not
 /// offered to upstreams: their `Upgrade` header is dropped like any hop-by-hop header.
-fn wants_websocket(parts: &http::request::Parts) -> bool {
-    parts.version == http::Version::HTTP_11
-        && parts.method == http::Method::GET
-        && parts.headers.get(http::header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-        && parts
-            .headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .any(|v| headers::connection_tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")))
+fn wants_websocket(method: &http::Method, version: http::Version, fields: &Fields) -> bool {
+    version == http::Version::HTTP_11
+        && method == http::Method::GET
+        && fields.get(&http::header::UPGRADE).is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"))
+        && fields
+            .get_all(&http::header::CONNECTION)
+            .any(|v| headers::connection_tokens(v).any(|t| t.eq_ignore_ascii_case(b"upgrade")))
 }
-
-/// The request-target as sent, put on a request by the HTTP/1 leg when it holds a `#`.
-#[derive(Debug, Clone)]
-pub struct TargetWithFragment(pub bytes::Bytes);
 
 /// A path for the audit trail: at most 512 characters.
 /// `s` in lower case, copied only if it has an upper-case letter (host names seldom do).
@@ -504,9 +489,9 @@ struct Declared {
 /// either, or Transfer-Encoding on HTTP/1.0. The connection is closed after the 400, because
 /// the server can no longer know where the next request starts. Otherwise says what the
 /// framing declares.
-fn check_framing(h: &http::HeaderMap, version: http::Version) -> Result<Declared, Deny> {
-    let mut te = h.get_all(http::header::TRANSFER_ENCODING).iter();
-    let mut cl = h.get_all(http::header::CONTENT_LENGTH).iter();
+fn check_framing(h: &Fields, version: http::Version) -> Result<Declared, Deny> {
+    let mut te = h.get_all(&http::header::TRANSFER_ENCODING);
+    let mut cl = h.get_all(&http::header::CONTENT_LENGTH);
     let (te1, te2) = (te.next(), te.next());
     let (cl1, cl2) = (cl.next(), cl.next());
     let smuggling = || {
@@ -516,11 +501,11 @@ fn check_framing(h: &http::HeaderMap, version: http::Version) -> Result<Declared
         None if cl2.is_some() => Err(smuggling()),
         None => Ok(Declared {
             chunked: false,
-            length: cl1.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
-            length_not_zero: cl1.is_some_and(|v| v.as_bytes() != b"0"),
+            length: cl1.and_then(|v| crate::fields::text(v)?.parse::<u64>().ok()),
+            length_not_zero: cl1.is_some_and(|v| v != b"0"),
         }),
         Some(te1) => {
-            if cl1.is_some() || te2.is_some() || te1.as_bytes() != b"chunked" || version == http::Version::HTTP_10 {
+            if cl1.is_some() || te2.is_some() || te1 != b"chunked" || version == http::Version::HTTP_10 {
                 return Err(smuggling());
             }
             Ok(Declared { chunked: true, length: None, length_not_zero: false })
@@ -530,14 +515,14 @@ fn check_framing(h: &http::HeaderMap, version: http::Version) -> Result<Declared
 
 #[cfg(test)]
 mod tests {
-    use http::{HeaderMap, HeaderValue, Version};
+    use http::{HeaderValue, Version};
 
     use super::*;
 
     fn framing(fields: &[(&'static str, &'static str)], version: Version) -> Result<Declared, &'static str> {
-        let mut h = HeaderMap::new();
+        let mut h = Fields::default();
         for (n, v) in fields {
-            h.append(*n, HeaderValue::from_static(v));
+            h.append(http::HeaderName::from_static(n), HeaderValue::from_static(v));
         }
         check_framing(&h, version).map_err(|d| d.reason)
     }

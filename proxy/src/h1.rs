@@ -4,8 +4,8 @@
 //! Why not hyper's server: its dispatcher, head parser and encoder cost about 13,000
 //! instructions a request, as much as nginx spends on a whole request (docs/benchmarks.md).
 //! This leg parses with `httparse` (hyper's own parser, so the same heads are refused), builds
-//! the `http::Request` the gateway takes, and writes the response head and a small body in one
-//! write. HTTP/2 connections (a TLS ALPN of `h2`, or the prior-knowledge preface) still go to
+//! the [`ClientRequest`] the gateway takes, and writes the [`Reply`]'s head and a small body in
+//! one write. HTTP/2 connections (a TLS ALPN of `h2`, or the prior-knowledge preface) still go to
 //! hyper (`crate::server`).
 //!
 //! What the leg guarantees (bad-inputs A and B):
@@ -32,16 +32,19 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{Method, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::deny::Deny;
+use crate::fields::Fields;
 use crate::framing::{decode, Decoded, Framing};
-use crate::gateway::{Gateway, TargetWithFragment};
+use crate::gateway::Gateway;
 use crate::phases::headers::connection_tokens;
-use crate::reply::{Fields, Reply};
+use crate::reply::Reply;
+use crate::request::ClientRequest;
+use crate::server::ClientBody;
 use crate::upstream::BoxError;
 
 /// How much is read from the socket at once.
@@ -151,7 +154,7 @@ enum BodyFraming {
 
 /// A parsed request head.
 struct Parsed {
-    req: Request<()>,
+    req: ClientRequest,
     framing: BodyFraming,
     keep_alive: bool,
     expect_continue: bool,
@@ -243,21 +246,23 @@ fn parse_head(buf: &mut BytesMut, len_max: usize, headers_max: usize) -> Result<
     };
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| Refusal::Malformed)?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = Fields::with_capacity(fields.len());
     for (name, start, end) in fields.drain(..) {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|_| Refusal::Malformed)?;
-        headers.append(name, value);
+        headers.append_parsed(name, head.slice(start..end));
     }
     crate::fields::give_back(fields);
-    let mut req = Request::new(());
-    // `Uri` drops a fragment without a word; the gateway refuses one, so it is told.
-    if head[target.0..target.1].contains(&b'#') {
-        req.extensions_mut().insert(TargetWithFragment(head.slice(target.0..target.1)));
-    }
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = version;
-    *req.headers_mut() = headers;
+    let req = ClientRequest {
+        method,
+        uri,
+        version,
+        // Only a handshake can become a tunnel (the gateway decides whether it is one).
+        switchable: headers.contains(&http::header::UPGRADE),
+        fields: headers,
+        body: ClientBody::Empty,
+        over_tls: false,
+        // `Uri` drops a fragment without a word; the gateway refuses one, so it is told.
+        target_with_fragment: head[target.0..target.1].contains(&b'#').then(|| head.slice(target.0..target.1)),
+    };
     let keep_alive = !close && (http11 || keep_alive_asked) && framing != BodyFraming::Ambiguous;
     Ok(Some(Parsed { req, framing, keep_alive, expect_continue }))
 }
@@ -314,11 +319,9 @@ pub async fn serve<IO>(
             }
         };
         let Parsed { mut req, framing, mut keep_alive, expect_continue } = parsed;
-        if settings.over_tls {
-            req.extensions_mut().insert(crate::tls::OverTls);
-        }
-        let is_head = req.method() == Method::HEAD;
-        let http10 = req.version() == Version::HTTP_10;
+        req.over_tls = settings.over_tls;
+        let is_head = req.method == Method::HEAD;
+        let http10 = req.version == Version::HTTP_10;
         let mut framing = match framing {
             BodyFraming::Known(f) => f,
             BodyFraming::Ambiguous => Framing::Done,
@@ -327,17 +330,16 @@ pub async fn serve<IO>(
             framing = Framing::Done;
         }
         let (mut resp, body_done) = if framing == Framing::Done {
-            // Only a handshake can become a tunnel (the gateway decides whether it is one).
-            if req.headers().contains_key(http::header::UPGRADE) {
-                req.extensions_mut().insert(crate::tunnel::Switchable);
-            }
-            let resp = gateway.handle(req.map(|()| crate::server::ClientBody::Empty), peer).await;
+            let resp = gateway.handle(req, peer).await;
             (resp, true)
         } else {
             let (want_tx, want_rx) = oneshot::channel();
             let (tx, rx) = mpsc::channel(1);
             let body = H1Body { want: Some(want_tx), rx, ended: false };
-            let handler = gateway.handle(req.map(|()| crate::server::ClientBody::H1(body)), peer);
+            // A request with a body is never a handshake.
+            req.switchable = false;
+            req.body = ClientBody::H1(body);
+            let handler = gateway.handle(req, peer);
             let mut handler = pin!(handler);
             let feeding = feed(&mut io, &mut buf, &mut framing, tx, want_rx, expect_continue);
             let mut feeding = pin!(feeding);
@@ -666,6 +668,8 @@ fn encode_head(
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     fn parse(raw: &str) -> Result<Option<Parsed>, Refusal> {
@@ -676,18 +680,17 @@ mod tests {
     fn heads_are_framed_once() {
         let p = parse("POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").unwrap().unwrap();
         assert_eq!((p.framing, p.keep_alive), (BodyFraming::Known(Framing::Length(5)), true));
-        assert_eq!(p.req.uri().path_and_query().unwrap().as_str(), "/a?b=1");
-        assert_eq!(p.req.headers()["host"], "x");
+        assert_eq!(p.req.uri.path_and_query().unwrap().as_str(), "/a?b=1");
+        assert_eq!(p.req.fields.get(&http::header::HOST), Some(&b"x"[..]));
         // Chunked wins over a length, which is dropped, and the connection will close.
         let p = parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
         assert_eq!((p.framing, p.keep_alive), (BodyFraming::Known(Framing::CHUNKED), false));
-        assert!(p.req.headers().get(CONTENT_LENGTH).is_none());
+        assert!(p.req.fields.get(&CONTENT_LENGTH).is_none());
         // `Uri` cuts a fragment off; the target as sent goes with the request for the gateway.
         let p = parse("GET /public#/../admin HTTP/1.1\r\n\r\n").unwrap().unwrap();
-        assert_eq!(p.req.uri().path(), "/public");
-        let raw = p.req.extensions().get::<TargetWithFragment>().map(|t| t.0.clone());
-        assert_eq!(raw.as_deref(), Some(&b"/public#/../admin"[..]));
-        assert!(parse("GET /public HTTP/1.1\r\n\r\n").unwrap().unwrap().req.extensions().is_empty());
+        assert_eq!(p.req.uri.path(), "/public");
+        assert_eq!(p.req.target_with_fragment.as_deref(), Some(&b"/public#/../admin"[..]));
+        assert!(parse("GET /public HTTP/1.1\r\n\r\n").unwrap().unwrap().req.target_with_fragment.is_none());
         // Everything else with a coding, or two lengths, is left for the gateway to refuse.
         for raw in [
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
@@ -716,7 +719,7 @@ mod tests {
         let many: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
         assert_eq!(parse(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(), Some(Refusal::TooLarge));
         let some: String = (0..60).map(|i| format!("x-h{i}: v\r\n")).collect();
-        assert_eq!(parse(&format!("GET / HTTP/1.1\r\n{some}\r\n")).unwrap().unwrap().req.headers().len(), 60);
+        assert_eq!(parse(&format!("GET / HTTP/1.1\r\n{some}\r\n")).unwrap().unwrap().req.fields.len(), 60);
         for bad in ["GET / HTTP/1.1\r\nX A: 1\r\n\r\n", "GET / HTTP/2.0\r\n\r\n", "G@T / HTTP/1.1\r\n\r\n"] {
             assert_eq!(parse(bad).err(), Some(Refusal::Malformed), "{bad:?}");
         }
@@ -746,9 +749,10 @@ mod tests {
             raw.push_str("\r\nNEXT");
             let mut buf = BytesMut::from(raw.as_bytes());
             let p = parse_head(&mut buf, 4096, 100).unwrap().unwrap();
-            proptest::prop_assert_eq!(p.req.uri().path_and_query().map(|p| p.as_str()), Some(path.as_str()));
+            proptest::prop_assert_eq!(p.req.uri.path_and_query().map(|p| p.as_str()), Some(path.as_str()));
             for (i, v) in values.iter().enumerate() {
-                let got = p.req.headers().get(format!("x-f{i}")).map(|h| h.as_bytes().to_vec());
+                let name = http::HeaderName::from_bytes(format!("x-f{i}").as_bytes()).unwrap();
+                let got = p.req.fields.get(&name).map(<[u8]>::to_vec);
                 proptest::prop_assert_eq!(got, Some(v.trim().as_bytes().to_vec()));
             }
             proptest::prop_assert_eq!(&buf[..], b"NEXT");

@@ -501,10 +501,7 @@ where
         let (gw, over_tls) = (s.gateway.clone(), s.h1.over_tls);
         let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let (gw, in_flight) = (gw.clone(), act.begin());
-            let mut req = req.map(ClientBody::Hyper);
-            if over_tls {
-                req.extensions_mut().insert(crate::tls::OverTls);
-            }
+            let req = crate::request::ClientRequest::from_hyper(req, over_tls);
             async move {
                 let resp = gw.handle(req, peer).await.into_http();
                 // In flight until the response body has been sent (or abandoned).

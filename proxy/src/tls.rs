@@ -117,7 +117,3 @@ pub async fn watch_files(tls: Arc<Tls>, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
-
-/// Marks a request that arrived over TLS (for `X-Forwarded-Proto`).
-#[derive(Debug, Clone, Copy)]
-pub struct OverTls;

@@ -23,12 +23,6 @@ use tokio::sync::watch;
 
 use crate::clock::mono_ms;
 
-/// Marks a request whose connection can become a tunnel: the HTTP/1 leg (`crate::h1`) puts it
-/// on a handshake and, if the gateway's 101 reply says it is `switchable`, hands its
-/// connection over.
-#[derive(Clone, Copy)]
-pub struct Switchable;
-
 /// A client connection handed over by the server leg that read the handshake, with the bytes
 /// the client sent past its request head (they go upstream first).
 pub struct Own {

@@ -202,7 +202,7 @@ impl Upstreams {
         replayable: bool,
     ) -> Result<Reply, SendError> {
         // Without a declared length a body goes chunked.
-        let chunked = body.is_some() && !req.headers.contains_key(http::header::CONTENT_LENGTH);
+        let chunked = body.is_some() && !req.headers.contains(&http::header::CONTENT_LENGTH);
         let (ep, head) = head_for(target, req, chunked)?;
         let method = req.method;
         if let Some(conn) = checkout(ep.key) {
@@ -419,7 +419,7 @@ mod tests {
         });
         let ups = Upstreams::new(Duration::from_secs(1));
         let [Some(target), _] = ups.order("r", &[url]) else { panic!("one upstream") };
-        let headers = http::HeaderMap::new();
+        let headers = crate::fields::Fields::default();
         let head = wire::Head { method: &http::Method::GET, path_and_query: "/", headers: &headers, added: &[] };
         let ask = || async {
             let resp = ups.send(&target, &head, None, true).await.unwrap().into_http();

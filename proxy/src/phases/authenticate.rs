@@ -1,9 +1,10 @@
 //! Phase 3, authenticate: find the credential, check its format and checksum before any
 //! lookup, find the key by public id, compare digests in constant time, check its state.
 
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 
 use crate::deny::Deny;
+use crate::fields::{text, Lookup};
 use crate::policy::{ApiKey, Consumer, KeyState, ParsedKey, Policy, KEY_LEN};
 
 /// Who is calling, as far as the gateway could establish.
@@ -22,9 +23,9 @@ pub static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-ke
 const CREDENTIAL_LEN_MAX: usize = 8 * 1024;
 
 /// The presented credential, if any. Ambiguity (two headers, both kinds) is a 400.
-pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, Deny> {
-    let mut auth = headers.get_all(http::header::AUTHORIZATION).iter();
-    let mut api_key = headers.get_all(&X_API_KEY).iter();
+pub fn credential(headers: &impl Lookup) -> Result<Option<&str>, Deny> {
+    let mut auth = headers.values(&http::header::AUTHORIZATION);
+    let mut api_key = headers.values(&X_API_KEY);
     let (a1, a2) = (auth.next(), auth.next());
     let (k1, k2) = (api_key.next(), api_key.next());
     if a2.is_some() || k2.is_some() || (a1.is_some() && k1.is_some()) {
@@ -35,7 +36,7 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, Deny> {
             if a.len() > CREDENTIAL_LEN_MAX {
                 return Err(Deny::unauthorized("malformed"));
             }
-            let s = a.to_str().map_err(|_| Deny::unauthorized("malformed"))?;
+            let s = text(a).ok_or_else(|| Deny::unauthorized("malformed"))?;
             match s.split_once(' ') {
                 Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest,
                 _ => return Err(Deny::unauthorized("malformed")),
@@ -45,7 +46,7 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, Deny> {
             if k.len() > CREDENTIAL_LEN_MAX {
                 return Err(Deny::unauthorized("malformed"));
             }
-            k.to_str().map_err(|_| Deny::unauthorized("malformed"))?
+            text(k).ok_or_else(|| Deny::unauthorized("malformed"))?
         }
         _ => return Ok(None),
     };

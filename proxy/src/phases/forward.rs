@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 
 use crate::deny::Deny;
+use crate::fields::Fields;
 use crate::reply::Reply;
 use crate::upstream::wire::{Head, WireError};
 use crate::upstream::{Body, BoxError, SendError, Upstreams};
@@ -20,7 +21,7 @@ pub struct Outbound<'a> {
     pub method: Method,
     pub path_and_query: &'a str,
     /// The client's headers, as received: what goes upstream is filtered as the head is written.
-    pub headers: http::HeaderMap,
+    pub headers: &'a Fields,
     /// The gateway's own headers (identity, `X-Forwarded-*`).
     pub added: Added<'a>,
     /// `None` for a request without a body, which makes it safe to retry on connect failure.
@@ -138,7 +139,7 @@ pub async fn forward(
     let head = Head {
         method: &out.method,
         path_and_query: out.path_and_query,
-        headers: &out.headers,
+        headers: out.headers,
         added: out.added.as_slice(),
     };
     for (i, target) in order.iter().flatten().take(attempts).enumerate() {

@@ -6,7 +6,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
+
+use crate::fields::Lookup;
 
 /// RFC 9110 hop-by-hop headers, plus proxy credentials.
 fn is_hop_by_hop(name: &str) -> bool {
@@ -115,8 +117,8 @@ pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 impl<'a> Filter<'a> {
     /// For a request going upstream: hop-by-hop, credentials, spoofable and identity headers
     /// stay behind; the gateway adds its own.
-    pub fn request(h: &'a HeaderMap) -> Self {
-        let named = h.get_all(http::header::CONNECTION).iter().flat_map(|v| connection_tokens(v.as_bytes())).collect();
+    pub fn request(h: &'a impl Lookup) -> Self {
+        let named = h.values(&http::header::CONNECTION).flat_map(connection_tokens).collect();
         Self { named, request: true }
     }
 
@@ -144,15 +146,14 @@ pub fn is_header_value(value: &str) -> bool {
 /// The client's IP: the socket peer, unless the peer is a trusted proxy; then X-Forwarded-For
 /// is read right to left, skipping trusted proxies, and the first untrusted address is the
 /// client. An unparseable entry stops the walk at the last trusted hop (never leftward).
-pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+pub fn client_ip(peer: SocketAddr, headers: &impl Lookup, trusted: &[IpAddr]) -> IpAddr {
     let mut ip = peer.ip();
     if !trusted.contains(&ip) {
         return ip;
     }
     let entries: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .values(&X_FORWARDED_FOR)
+        .filter_map(crate::fields::text)
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
@@ -254,8 +255,8 @@ mod tests {
         }
     }
 
-    fn xff(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
+    fn xff(v: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_str(v).unwrap());
         h
     }
@@ -284,7 +285,7 @@ mod tests {
 
     #[test]
     fn cleaning_removes_what_the_gateway_owns() {
-        let mut h = HeaderMap::new();
+        let mut h = http::HeaderMap::new();
         for (k, v) in [
             ("connection", "close, x-custom"),
             ("x-custom", "1"),

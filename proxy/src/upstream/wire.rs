@@ -18,15 +18,16 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, Method, StatusCode};
+use http::{HeaderName, Method, StatusCode};
 use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{checkin, BoxError};
+use crate::fields::Fields;
 use crate::framing::{decode, Decoded, Framing};
 use crate::phases::headers::{connection_tokens, is_header_value, Filter};
-use crate::reply::{Fields, Reply};
+use crate::reply::Reply;
 
 /// Largest response head accepted from an upstream.
 pub const HEAD_LEN_MAX: usize = 64 * 1024;
@@ -72,7 +73,7 @@ pub struct Head<'a> {
     /// The canonical path and the query, as checked by [`is_request_target`].
     pub path_and_query: &'a str,
     /// The client's headers: what [`Filter::request`] keeps of them is sent.
-    pub headers: &'a HeaderMap,
+    pub headers: &'a Fields,
     /// The gateway's own headers (identity, `X-Forwarded-*`); one whose value could not be
     /// sent as it is ([`is_header_value`]) is left out.
     pub added: &'a [(&'a HeaderName, &'a str)],
@@ -88,17 +89,17 @@ pub fn encode_head(buf: &mut Vec<u8>, head: &Head<'_>, prefix: &str, host: &str,
     buf.extend_from_slice(prefix.as_bytes());
     buf.extend_from_slice(head.path_and_query.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    match head.headers.get(http::header::HOST) {
-        Some(h) => buf.extend_from_slice(h.as_bytes()),
+    match head.headers.get(&http::header::HOST) {
+        Some(h) => buf.extend_from_slice(h),
         None => buf.extend_from_slice(host.as_bytes()),
     }
     buf.extend_from_slice(b"\r\n");
     let filter = Filter::request(head.headers);
-    for (name, value) in head.headers {
+    for (name, value) in head.headers.iter() {
         if name == http::header::HOST || !filter.keeps(name) {
             continue;
         }
-        put_field(buf, name.as_str(), value.as_bytes());
+        put_field(buf, name.as_str(), value);
     }
     for (name, value) in head.added {
         if is_header_value(value) {
@@ -679,15 +680,15 @@ mod tests {
 
     #[test]
     fn request_heads_are_written_as_sent() {
-        let mut h = HeaderMap::new();
-        h.insert("x-a", HeaderValue::from_static("1"));
+        let mut h = Fields::default();
+        h.insert(HeaderName::from_static("x-a"), HeaderValue::from_static("1"));
         let mut interim = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2"[..]);
         assert!(skip_interim(&mut interim));
         assert_eq!(&interim[..], b"HTTP/1.1 2");
         assert!(!skip_interim(&mut BytesMut::from(&b"HTTP/1.1 413 Too Large\r\n\r\n"[..])));
-        h.insert("authorization", HeaderValue::from_static("Bearer secret"));
-        h.insert("connection", HeaderValue::from_static("x-hop"));
-        h.insert("x-hop", HeaderValue::from_static("2"));
+        h.insert(HeaderName::from_static("authorization"), HeaderValue::from_static("Bearer secret"));
+        h.insert(HeaderName::from_static("connection"), HeaderValue::from_static("x-hop"));
+        h.insert(HeaderName::from_static("x-hop"), HeaderValue::from_static("2"));
         let fwd = HeaderName::from_static("x-forwarded-for");
         let roles = HeaderName::from_static("x-gateway-roles");
         let added = [(&fwd, "10.0.0.1"), (&roles, "a\r\nx-evil: 1")];
