@@ -171,13 +171,13 @@ impl Lookup for HeaderMap {
     }
 }
 
-/// A value as text, when it is visible ASCII, spaces and tabs only (`HeaderValue::to_str`).
+/// A field value as text, when it is visible ASCII, spaces and tabs only (what
+/// `HeaderValue::to_str` accepts). A field value holds no control byte but tab (see [`Value`];
+/// `HeaderValue` holds the same), so that is ASCII here: checked a word at a time, not byte by
+/// byte.
 pub fn text(value: &[u8]) -> Option<&str> {
-    if value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
-        std::str::from_utf8(value).ok()
-    } else {
-        None
-    }
+    debug_assert!(HeaderValue::from_bytes(value).is_ok(), "not a field value");
+    value.is_ascii().then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 #[cfg(test)]
@@ -204,6 +204,14 @@ mod tests {
             (map.len(), &map["server"], &map["x-a"]),
             (3, &HeaderValue::from_static("up"), &HeaderValue::from_static("3"))
         );
+    }
+
+    #[test]
+    fn text_is_what_header_value_calls_a_str() {
+        for v in [&b"Bearer rgk_x"[..], b"a\tb c", b"", b"caf\xc3\xa9", b"\x80", b"~"] {
+            let by_http = HeaderValue::from_bytes(v).unwrap();
+            assert_eq!(text(v), by_http.to_str().ok(), "{v:?}");
+        }
     }
 
     /// `append_parsed` relies on `httparse` accepting exactly the values `HeaderValue` does.
