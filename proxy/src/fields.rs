@@ -66,7 +66,10 @@ impl Value {
 }
 
 /// A head's fields, in the order they were read or will be written. Names repeat for fields sent
-/// more than once.
+/// more than once. A lookup scans the list, which is bounded: an HTTP/1 request head holds at
+/// most `headers_max` fields (100 unless configured; 431 beyond) and an upstream's at most 100
+/// (502 beyond); an HTTP/2 request's fit its 64 KiB header list and are refused past
+/// `headers_max` before most lookups.
 #[derive(Debug, Clone, Default)]
 pub struct Fields(Vec<(HeaderName, Value)>);
 
