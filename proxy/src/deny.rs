@@ -64,7 +64,7 @@ impl Deny {
 
     pub fn into_reply(self) -> Reply {
         let body = Bytes::from_static(self.public_body().as_bytes());
-        let mut fields = Fields::with_capacity(self.headers.len() + 2);
+        let mut fields = Fields::with_capacity(self.headers.len() + 1);
         fields.append(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in self.headers {
             fields.append(name, value);

@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{Method, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -210,7 +210,7 @@ fn parse_head(buf: &mut BytesMut, len_max: usize, headers_max: usize) -> Result<
     let target = offsets(parsed.path.unwrap_or("").as_bytes());
     let mut fields = crate::fields::lend(parsed.headers.len());
     let (mut te, mut te_chunked, mut lengths, mut length) = (0usize, false, 0usize, None::<u64>);
-    let (mut close, mut keep_alive_asked, mut expect_continue) = (false, false, false);
+    let (mut close, mut keep_alive_asked, mut expect_continue, mut upgrade) = (false, false, false, false);
     for f in parsed.headers.iter() {
         let name = crate::phases::headers::header_name(f.name.as_bytes()).map_err(|_| Refusal::Malformed)?;
         if name == TRANSFER_ENCODING {
@@ -224,6 +224,8 @@ fn parse_head(buf: &mut BytesMut, len_max: usize, headers_max: usize) -> Result<
                 close |= t.eq_ignore_ascii_case(b"close");
                 keep_alive_asked |= t.eq_ignore_ascii_case(b"keep-alive");
             }
+        } else if name == UPGRADE {
+            upgrade = true;
         } else if name == EXPECT && http11 {
             expect_continue = f.value.eq_ignore_ascii_case(b"100-continue");
         }
@@ -256,7 +258,7 @@ fn parse_head(buf: &mut BytesMut, len_max: usize, headers_max: usize) -> Result<
         uri,
         version,
         // Only a handshake can become a tunnel (the gateway decides whether it is one).
-        switchable: headers.contains(&http::header::UPGRADE),
+        switchable: upgrade,
         fields: headers,
         body: ClientBody::Empty,
         over_tls: false,
@@ -510,6 +512,8 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     // A length the head already holds is not written twice.
     let added = if declared.is_some() { HeadFraming::None } else { framing };
     encode_head(out, status, &fields, added, keep_alive, http10);
+    // The head's values are views into the upstream connection's read buffer, which the
+    // connection reuses only once nothing else holds it: let them go before the body streams.
     drop(fields);
     let send_body = !is_head && framing != HeadFraming::None;
     if !send_body {
@@ -691,6 +695,10 @@ mod tests {
         assert_eq!(p.req.uri.path(), "/public");
         assert_eq!(p.req.target_with_fragment.as_deref(), Some(&b"/public#/../admin"[..]));
         assert!(parse("GET /public HTTP/1.1\r\n\r\n").unwrap().unwrap().req.target_with_fragment.is_none());
+        // A head with `Upgrade` may become a tunnel (the gateway decides); one without, never.
+        let upgrade = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        assert!(parse(upgrade).unwrap().unwrap().req.switchable);
+        assert!(!parse("GET /ws HTTP/1.1\r\nConnection: Upgrade\r\n\r\n").unwrap().unwrap().req.switchable);
         // Everything else with a coding, or two lengths, is left for the gateway to refuse.
         for raw in [
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
