@@ -175,13 +175,26 @@ const WRITE_INTERVAL: Duration = Duration::from_millis(5);
 /// Longest pause between retries of a batch the store refused.
 const RETRY_INTERVAL_MAX: Duration = Duration::from_secs(1);
 
+/// Starts the writer on a thread of its own (`audit-writer`); it ends once the queue has
+/// closed and everything in it is stored (or, with the store refusing, counted as dropped).
+///
+/// A plain thread, not a task: every tick on the runtime woke a worker for the timer, handed
+/// the batch to a blocking thread for the RocksDB write, and woke the worker again when it
+/// was done, three thread wake-ups a batch where a sleeping thread needs one (`futex` and the
+/// scheduler were 15 % of the writer's CPU, docs/benchmarks.md, session 17).
+pub fn spawn_writer(
+    log: Arc<AuditLog>,
+    rx: mpsc::Receiver<AuditEvent>,
+    stats: Arc<AuditStats>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("audit-writer".into()).spawn(move || writer(&log, rx, &stats))
+}
+
 /// Drains the queue into the store until the queue closes and is empty. A batch the store
 /// refuses is kept and retried (backing off to once a second) before anything more is taken
 /// from the queue, so a full or failing audit disk costs the queue's bound in memory and then
 /// counted drops, never a silent loss.
-pub async fn writer(log: Arc<AuditLog>, mut rx: mpsc::Receiver<AuditEvent>, stats: Arc<AuditStats>) {
-    let mut tick = tokio::time::interval(WRITE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+fn writer(log: &AuditLog, mut rx: mpsc::Receiver<AuditEvent>, stats: &AuditStats) {
     let mut held = Held::default();
     let mut retry_in = WRITE_INTERVAL;
     let mut closed = false;
@@ -193,7 +206,7 @@ pub async fn writer(log: Arc<AuditLog>, mut rx: mpsc::Receiver<AuditEvent>, stat
     let mut backlog = false;
     loop {
         if !backlog {
-            tick.tick().await;
+            std::thread::sleep(WRITE_INTERVAL);
         }
         backlog = false;
         if held.is_empty() {
@@ -215,30 +228,26 @@ pub async fn writer(log: Arc<AuditLog>, mut rx: mpsc::Receiver<AuditEvent>, stat
             }
         }
         if !held.is_empty() {
-            let (l, bodies) = (log.clone(), std::mem::take(&mut held));
-            match tokio::task::spawn_blocking(move || (l.append(bodies.iter()), bodies)).await {
-                Ok((Ok(_), mut bodies)) => {
+            match log.append(held.iter()) {
+                // Stored: the buffers are kept for the next batch.
+                Ok(_) => {
                     retry_in = WRITE_INTERVAL;
-                    // Stored: the buffers are kept for the next batch.
-                    bodies.clear();
-                    held = bodies;
+                    held.clear();
                 }
-                Ok((Err(e), bodies)) => {
+                Err(e) => {
                     let errors = stats.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
                     if errors.is_power_of_two() || retry_in >= RETRY_INTERVAL_MAX {
-                        tracing::error!(error = %e, errors, held = bodies.len(), "audit write failed; retrying");
+                        tracing::error!(error = %e, errors, held = held.len(), "audit write failed; retrying");
                     }
-                    held = bodies;
                     if closed {
                         // Shutting down with the store refusing: these are lost, and counted.
                         stats.dropped.fetch_add(held.len() as u64, Ordering::Relaxed);
                         return;
                     }
-                    tokio::time::sleep(retry_in).await;
+                    std::thread::sleep(retry_in);
                     retry_in = (retry_in * 2).min(RETRY_INTERVAL_MAX);
                     continue;
                 }
-                Err(e) => tracing::error!(error = %e, "audit writer task failed"),
             }
         }
         if closed && held.is_empty() {

@@ -90,7 +90,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let audit_log =
         Arc::new(raftgate_storage::AuditLog::open(&config.data_dir.join("audit")).context("opening the audit store")?);
     let (audit_queue, audit_rx) = AuditQueue::new(AUDIT_QUEUE_LEN_MAX);
-    let audit_writer = tokio::spawn(crate::audit::writer(audit_log.clone(), audit_rx, audit_queue.stats_handle()));
+    let audit_writer = crate::audit::spawn_writer(audit_log.clone(), audit_rx, audit_queue.stats_handle())
+        .context("starting the audit writer")?;
     let fresh = Arc::new(Freshness::new());
     let gateway = Arc::new(Gateway::new(
         GatewayConfig {
@@ -225,7 +226,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The writer ends once every sender is gone; give it the grace period to flush.
     drop(audit_queue);
     drop(gateway);
-    if tokio::time::timeout(SHUTDOWN_GRACE, audit_writer).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, tokio::task::spawn_blocking(move || audit_writer.join())).await.is_err() {
         tracing::warn!("audit writer did not finish flushing in time");
     }
     raft.shutdown().await.ok();

@@ -74,7 +74,7 @@ pub struct AuditStats {
 }
 
 impl AuditQueue {
-    /// A queue and its receiving end, for the writer task.
+    /// A queue and its receiving end, for the writer (a thread of its own, in `node`).
     pub fn new(len: usize) -> (Self, mpsc::Receiver<AuditEvent>) {
         let (tx, rx) = mpsc::channel(len);
         (Self { tx, stats: Arc::default() }, rx)
