@@ -3,7 +3,7 @@
 //! member over the node-to-node channel and merges newest first).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
@@ -204,9 +204,19 @@ fn writer(log: &AuditLog, mut rx: mpsc::Receiver<AuditEvent>, stats: &AuditStats
     // dropped in one `proxy-bench.sh 3 5 64` run, most during the 80,000 req/s flood and 429
     // cases.
     let mut backlog = false;
+    // Ticks are kept to a fixed cadence, as a runtime interval keeps them: a write that took
+    // 3 ms is followed by the next drain 2 ms later, not 5 (sleeping a whole interval after
+    // every write stretched each cycle by the write's length under load). A tick missed
+    // altogether is not made up in a burst.
+    let mut next_tick = Instant::now();
     loop {
         if !backlog {
-            std::thread::sleep(WRITE_INTERVAL);
+            next_tick += WRITE_INTERVAL;
+            let now = Instant::now();
+            match next_tick.checked_duration_since(now) {
+                Some(wait) => std::thread::sleep(wait),
+                None => next_tick = now,
+            }
         }
         backlog = false;
         if held.is_empty() {
