@@ -226,8 +226,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The writer ends once every sender is gone; give it the grace period to flush.
     drop(audit_queue);
     drop(gateway);
-    if tokio::time::timeout(SHUTDOWN_GRACE, tokio::task::spawn_blocking(move || audit_writer.join())).await.is_err() {
-        tracing::warn!("audit writer did not finish flushing in time");
+    match tokio::time::timeout(SHUTDOWN_GRACE, tokio::task::spawn_blocking(move || audit_writer.join())).await {
+        Err(_) => tracing::warn!("audit writer did not finish flushing in time"),
+        // It stopped early (a bug): the batch it held and the events still queued then were
+        // lost; every event recorded after that was counted in `raftgate_audit_dropped`.
+        Ok(Ok(Err(_))) => tracing::error!("the audit writer had stopped on a panic"),
+        Ok(_) => {}
     }
     raft.shutdown().await.ok();
     raft_server.abort();
