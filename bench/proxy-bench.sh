@@ -44,7 +44,13 @@ NGX_WORKERS=$(pgrep -P "$(cat "$W/proxy.conf.pid")" | tr '\n' ' ')
 NGL_WORKERS=$(pgrep -P "$(cat "$W/proxy-log.conf.pid")" | tr '\n' ' ')
 
 head -c 32 /dev/urandom | base64 > "$W/token"
-"$BIN" serve --id 1 --data-dir "$W/rg" --raft-addr 127.0.0.1:$RAFT --admin-addr 127.0.0.1:$ADM \
+# In a session of its own, as each nginx is (a daemon calls setsid): with the kernel's autogroup
+# scheduling (on by default) a session is one scheduling group, and raftgate started in this
+# script's session shared a group with wrk, its own load. That left it in a mode where both
+# proxy threads and the upstream shared one CPU while the other idled (docs/benchmarks.md,
+# session 17). In production a service manager gives it a group of its own, as here. setsid
+# execs in place (no fork: this background job leads no process group), so $! is raftgate.
+setsid "$BIN" serve --id 1 --data-dir "$W/rg" --raft-addr 127.0.0.1:$RAFT --admin-addr 127.0.0.1:$ADM \
     --proxy-addr 127.0.0.1:$RG --admin-token-file "$W/token" >"$W/rg.log" 2>&1 &
 echo $! > "$W/rg.pid"
 RGPID=$(cat "$W/rg.pid")
