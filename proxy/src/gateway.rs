@@ -501,7 +501,7 @@ fn check_framing(h: &Fields, version: http::Version) -> Result<Declared, Deny> {
         None if cl2.is_some() => Err(smuggling()),
         None => Ok(Declared {
             chunked: false,
-            length: cl1.and_then(|v| crate::fields::text(v)?.parse::<u64>().ok()),
+            length: cl1.and_then(crate::framing::content_length),
             length_not_zero: cl1.is_some_and(|v| v != b"0"),
         }),
         Some(te1) => {
