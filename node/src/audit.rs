@@ -788,7 +788,8 @@ mod tests {
         log.tamper_body(600, b"not an event".to_vec()).unwrap();
         let upto = last_older_than(&log, 19_000).unwrap().unwrap();
         assert_eq!(log.prune_through(upto).unwrap(), Some((501, 599)));
-        assert_eq!(log.verify().unwrap(), Err(raftgate_storage::ChainBreak::Hash { seq: 600 }));
+        // First after the new base, the edited record does not link to it.
+        assert_eq!(log.verify().unwrap(), Err(raftgate_storage::ChainBreak::Link { seq: 600, prev: 599 }));
     }
 
     fn event(raw_path: Option<&str>) -> AuditEvent {

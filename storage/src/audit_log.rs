@@ -2,8 +2,14 @@
 //!
 //! Record `n` stores `hash_n = SHA-256(hash_{n-1} ‖ n ‖ body_n)` (with `hash_0` all zeros) and
 //! the head `(n, hash_n)` is written in the same batch as the record. Editing any byte of a
-//! record breaks its hash or its successor's link; removing records from the end leaves the
-//! head pointing past the last record. [`AuditLog::verify`] checks all of it.
+//! record breaks its hash or its successor's; removing records from the end leaves the head
+//! pointing past the last record. [`AuditLog::verify`] checks all of it.
+//!
+//! A record is its hash and its body (version 2, [`RECORD_V2`]). Records written before it
+//! (version 1) also hold `hash_{n-1}`, a copy of the previous record's hash: they are still
+//! read, and a store may hold both, older records first. The copy told a record that does not
+//! link to its predecessor from one edited in place; without it a break is named by the first
+//! record that does not hash from the one before it (see [`follows`]).
 //!
 //! Retention removes records from the front ([`AuditLog::prune_through`]) and keeps the number
 //! and hash of the last one removed as the chain's base, in the same batch: the records kept
@@ -27,7 +33,7 @@ use rocksdb::{ColumnFamily, IteratorMode, Options, WriteBatch, WriteOptions, DB}
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::codec::{decode, encode, CodecError};
+use crate::codec::{decode, decode_body, encode, encode_versioned, split_version, CodecError};
 
 /// The column family of the head, the base and the witnessed heads (see the module's docs).
 const CF_META: &str = "meta";
@@ -43,21 +49,68 @@ const KEY_WITNESS: &[u8] = b"\xfewitness/";
 /// WAL is written per batch), a machine crash at most this much.
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The version byte of the records written today: the hash and the body. Version 1
+/// ([`crate::codec::FORMAT_VERSION`]) also held the previous record's hash, 32 of a typical
+/// record's 180 or so bytes, which every write, flush and disk then carried for nothing: the
+/// chain is checked against the previous record itself.
+const RECORD_V2: u8 = 2;
+
+/// A record as version 1 stored it (still read).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
+struct RecordV1 {
     prev_hash: [u8; 32],
     hash: [u8; 32],
     body: Vec<u8>,
 }
 
+/// A record as [`RECORD_V2`] stores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RecordV2 {
+    hash: [u8; 32],
+    body: Vec<u8>,
+}
+
+/// A record as read, of either version.
+#[derive(Debug, Clone)]
+struct Record {
+    /// The previous record's hash as the record holds it (version 1 only).
+    prev_hash: Option<[u8; 32]>,
+    hash: [u8; 32],
+    body: Vec<u8>,
+}
+
+impl Record {
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        match split_version(bytes)? {
+            (crate::codec::FORMAT_VERSION, rest) => {
+                let r: RecordV1 = decode_body(rest)?;
+                Ok(Self { prev_hash: Some(r.prev_hash), hash: r.hash, body: r.body })
+            }
+            (RECORD_V2, rest) => {
+                let r: RecordV2 = decode_body(rest)?;
+                Ok(Self { prev_hash: None, hash: r.hash, body: r.body })
+            }
+            (found, _) => Err(CodecError::UnknownVersion { found }),
+        }
+    }
+
+    /// Encoded in the version it was read in (for the tamper helpers, which edit in place).
+    fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        let (hash, body) = (self.hash, self.body.clone());
+        match self.prev_hash {
+            Some(prev_hash) => encode(&RecordV1 { prev_hash, hash, body }),
+            None => encode_versioned(RECORD_V2, &RecordV2 { hash, body }, 64 + self.body.len()),
+        }
+    }
+}
+
 /// Appends what [`AuditLog::append`] stores for a record to `out`: the bytes
-/// `encode(&Record { .. })` would give (checked by a test for lengths around every step of
-/// bincode's length prefix), written directly: the version byte, the two hashes, the body's
-/// length as bincode's varint, the body. Through serde this cost about 1,000 instructions an
-/// event, most of it the 64 hash bytes one at a time.
-fn write_record(out: &mut Vec<u8>, prev_hash: &[u8; 32], hash: &[u8; 32], body: &[u8]) {
-    out.push(crate::codec::FORMAT_VERSION);
-    out.extend_from_slice(prev_hash);
+/// `encode_versioned(RECORD_V2, &RecordV2 { .. })` would give (checked by a test for lengths
+/// around every step of bincode's length prefix), written directly: the version byte, the
+/// hash, the body's length as bincode's varint, the body. Through serde this cost about 1,000
+/// instructions an event, most of it the hash one byte at a time.
+fn write_record(out: &mut Vec<u8>, hash: &[u8; 32], body: &[u8]) {
+    out.push(RECORD_V2);
     out.extend_from_slice(hash);
     // bincode's standard varint: one byte below 251, else a marker and the value little-endian.
     match body.len() as u64 {
@@ -98,7 +151,7 @@ pub enum AuditError {
 /// Where and how a chain is broken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainBreak {
-    #[error("record {seq}: its hash does not match its content (edited)")]
+    #[error("record {seq}: its hash does not match its content (edited, or the record before it rewritten)")]
     Hash { seq: u64 },
     #[error("record {seq}: it does not link to record {prev} (edited or removed)")]
     Link { seq: u64, prev: u64 },
@@ -176,21 +229,32 @@ fn records_after<'a>(
     snap.iterator(IteratorMode::From(&first, rocksdb::Direction::Forward)).filter_map(|item| match item {
         Err(e) => Some(Err(e.into())),
         Ok((k, _)) if k.len() != 8 => None,
-        Ok((k, v)) => Some(Ok((u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes")), decode(&v)))),
+        Ok((k, v)) => Some(Ok((u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes")), Record::decode(&v)))),
     })
 }
 
-/// Checks that record `seq` follows `prev`: the next number, linked to `prev`'s hash, and
-/// hashing to what it holds. Its head if so.
-fn follows(prev: Head, seq: u64, rec: &Record) -> Result<Head, ChainBreak> {
+/// Checks that record `seq` follows `prev`: the next number, and hashing from `prev`'s hash to
+/// what it holds. Its head if so. `prev` is the chain's base when `from_base` is set.
+///
+/// Where the record's hash does not match, the break names this record (`Hash`): it was
+/// edited, or the record before it was replaced by one whose hash was recomputed to pass, the
+/// one case where the break shows a record late. Right after a base, whose record is gone, the
+/// base may be what was altered, so there the break is `Link`. A version-1 record also holds
+/// `prev`'s hash, which tells a record that does not link from one edited in place wherever
+/// it is.
+fn follows(prev: Head, seq: u64, rec: &Record, from_base: bool) -> Result<Head, ChainBreak> {
     if seq != prev.seq + 1 {
         return Err(ChainBreak::Gap { seq: prev.seq + 1, prev: prev.seq });
     }
-    if rec.prev_hash != prev.hash {
+    if rec.prev_hash.is_some_and(|p| p != prev.hash) {
         return Err(ChainBreak::Link { seq, prev: prev.seq });
     }
-    if chain(&rec.prev_hash, seq, &rec.body) != rec.hash {
-        return Err(ChainBreak::Hash { seq });
+    if chain(&prev.hash, seq, &rec.body) != rec.hash {
+        return Err(if from_base && rec.prev_hash.is_none() {
+            ChainBreak::Link { seq, prev: prev.seq }
+        } else {
+            ChainBreak::Hash { seq }
+        });
     }
     Ok(Head { seq, hash: rec.hash })
 }
@@ -268,9 +332,9 @@ impl AuditLog {
             let body = body.as_ref();
             let seq = head.seq + 1;
             let hash = chain(&head.hash, seq, body);
-            // Version byte, two hashes, the body and its length prefix.
+            // Version byte, hash, the body and its length prefix.
             record.clear();
-            write_record(&mut record, &head.hash, &hash, body);
+            write_record(&mut record, &hash, body);
             batch.put(seq.to_be_bytes(), &record);
             head = Head { seq, hash };
         }
@@ -294,7 +358,7 @@ impl AuditLog {
     /// The body of record `seq`, if it is kept.
     pub fn body(&self, seq: u64) -> Result<Option<Vec<u8>>, AuditError> {
         Ok(match self.db.get(seq.to_be_bytes())? {
-            Some(v) => Some(decode::<Record>(&v)?.body),
+            Some(v) => Some(Record::decode(&v)?.body),
             None => None,
         })
     }
@@ -320,7 +384,7 @@ impl AuditLog {
         let snap = self.db.snapshot();
         for item in records_after(&snap, base) {
             let (n, rec) = item?;
-            match rec.ok().filter(|_| n <= seq).and_then(|r| follows(last, n, &r).ok()) {
+            match rec.ok().filter(|_| n <= seq).and_then(|r| follows(last, n, &r, false).ok()) {
                 Some(h) => last = h,
                 None => break,
             }
@@ -399,7 +463,7 @@ impl AuditLog {
                 };
                 Ok(Err(ChainBreak::BehindWitness { witnessed: w.seq, last }))
             }
-            Some(v) => match decode::<Record>(&v) {
+            Some(v) => match Record::decode(&v) {
                 Ok(rec) if rec.hash == w.hash => Ok(Ok(())),
                 Ok(_) => Ok(Err(ChainBreak::Witness { seq: w.seq })),
                 Err(e) => Ok(Err(ChainBreak::Unreadable { seq: w.seq, reason: e.to_string() })),
@@ -415,7 +479,7 @@ impl AuditLog {
                 continue;
             }
             let seq = u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes"));
-            let rec: Record = decode(&v)?;
+            let rec = Record::decode(&v)?;
             if !visit(seq, &rec.body) {
                 break;
             }
@@ -439,7 +503,7 @@ impl AuditLog {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(ChainBreak::Unreadable { seq, reason: e.to_string() })),
             };
-            prev = match follows(prev, seq, &rec) {
+            prev = match follows(prev, seq, &rec, prev == base && base.seq > 0) {
                 Ok(h) => h,
                 Err(brk) => return Ok(Err(brk)),
             };
@@ -455,9 +519,9 @@ impl AuditLog {
     #[doc(hidden)]
     pub fn tamper_body(&self, seq: u64, body: Vec<u8>) -> Result<(), AuditError> {
         if let Some(v) = self.db.get(seq.to_be_bytes())? {
-            let mut rec: Record = decode(&v)?;
+            let mut rec = Record::decode(&v)?;
             rec.body = body;
-            self.db.put(seq.to_be_bytes(), encode(&rec)?)?;
+            self.db.put(seq.to_be_bytes(), rec.encode()?)?;
         }
         Ok(())
     }
@@ -478,7 +542,7 @@ impl AuditLog {
     pub fn truncate_and_forge_head(&self, seq: u64) -> Result<(), AuditError> {
         self.truncate_after(seq)?;
         let hash = match self.db.get(seq.to_be_bytes())? {
-            Some(v) => decode::<Record>(&v)?.hash,
+            Some(v) => Record::decode(&v)?.hash,
             None => [0; 32],
         };
         let head = Head { seq, hash };
@@ -618,7 +682,8 @@ mod tests {
         let (_d, log) = filled(100);
         log.tamper_body(60, b"{\"event\":0}".to_vec()).unwrap();
         assert_eq!(log.prune_through(80).unwrap(), Some((1, 59)), "the edited record stays");
-        assert_eq!(log.verify().unwrap(), Err(ChainBreak::Hash { seq: 60 }));
+        // Now first after the base, it does not link to it (as a forged base would not).
+        assert_eq!(log.verify().unwrap(), Err(ChainBreak::Link { seq: 60, prev: 59 }));
         assert_eq!(log.prune_through(80).unwrap(), None, "and nothing after it goes");
         let (_d2, log) = filled(100);
         log.db.delete(30u64.to_be_bytes()).unwrap();
@@ -630,9 +695,11 @@ mod tests {
     fn the_first_record_kept_must_link_to_the_base() {
         let (_d, log) = filled(100);
         log.prune_through(50).unwrap();
-        // Rewritten after the pruning: the record no longer hashes to what its successor holds.
+        // Rewritten after the pruning: the first record kept no longer hashes from the base.
+        // Without the previous hash in the record this reads as a forged base would (below):
+        // either way, record 51 does not link to the base.
         log.tamper_body(51, b"{\"event\":0}".to_vec()).unwrap();
-        assert_eq!(log.verify().unwrap(), Err(ChainBreak::Hash { seq: 51 }));
+        assert_eq!(log.verify().unwrap(), Err(ChainBreak::Link { seq: 51, prev: 50 }));
         // Records removed from the front beyond the base: a gap at the start.
         let (_d2, log) = filled(100);
         log.prune_through(50).unwrap();
@@ -680,17 +747,90 @@ mod tests {
         // Lengths around bincode's varint steps (251, 2^16).
         for len in [0usize, 5, 250, 251, 300, 65_535, 65_536, 70_000] {
             let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let (prev_hash, hash) = ([7u8; 32], [9u8; 32]);
-            let old = encode(&Record { prev_hash, hash, body: body.clone() }).unwrap();
+            let hash = [9u8; 32];
+            let serde = encode_versioned(RECORD_V2, &RecordV2 { hash, body: body.clone() }, 0).unwrap();
             // Appended after whatever the buffer holds, which it leaves as it was.
             let mut out = b"before".to_vec();
-            write_record(&mut out, &prev_hash, &hash, &body);
+            write_record(&mut out, &hash, &body);
             let (before, new) = out.split_at(6);
             assert_eq!(before, b"before");
-            assert_eq!(old, new, "body of {len} bytes");
-            let back: Record = decode(new).unwrap();
-            assert_eq!(back.body, body);
+            assert_eq!(serde, new, "body of {len} bytes");
+            let prefix = match len {
+                0..=250 => 1,
+                251..=65_535 => 3,
+                _ => 5,
+            };
+            assert_eq!(new.len(), 1 + 32 + prefix + len, "version, hash, length, body");
+            let back = Record::decode(new).unwrap();
+            assert_eq!((back.prev_hash, back.hash, back.body), (None, hash, body));
         }
+    }
+
+    /// Writes records `first..=last` as version 1 did (with the previous record's hash), and
+    /// the head, as a store written before version 2 holds them.
+    fn append_v1(log: &AuditLog, first: u64, last: u64) {
+        let mut head = log.head();
+        assert_eq!(head.seq + 1, first);
+        for seq in first..=last {
+            let body = format!("{{\"event\":{seq}}}").into_bytes();
+            let hash = chain(&head.hash, seq, &body);
+            log.db.put(seq.to_be_bytes(), encode(&RecordV1 { prev_hash: head.hash, hash, body }).unwrap()).unwrap();
+            head = Head { seq, hash };
+        }
+        log.db.put_cf(log.meta(), KEY_HEAD, encode(&head).unwrap()).unwrap();
+        log.head.lock().unwrap().0 = head;
+    }
+
+    #[test]
+    fn a_store_with_records_of_both_versions_reads_and_verifies() {
+        // Version-1 records first (written by an earlier build, then reopened), version 2 after.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = AuditLog::open(dir.path()).unwrap();
+            append_v1(&log, 1, 50);
+        }
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.head().seq, 50, "the head is read back");
+        let bodies: Vec<Vec<u8>> = (51..=100).map(|i| format!("{{\"event\":{i}}}").into_bytes()).collect();
+        log.append(&bodies).unwrap();
+        assert_eq!(log.verify().unwrap(), Ok(100));
+        assert_eq!(log.body(50).unwrap(), Some(b"{\"event\":50}".to_vec()));
+        assert_eq!(log.body(51).unwrap(), Some(b"{\"event\":51}".to_vec()));
+        let mut newest = Vec::new();
+        log.scan_newest(|seq, body| {
+            newest.push((seq, body.to_vec()));
+            seq > 49
+        })
+        .unwrap();
+        assert_eq!(newest.len(), 52);
+        assert_eq!(newest[51], (49, b"{\"event\":49}".to_vec()));
+        // A version-2 record is smaller by the previous hash it no longer holds.
+        let (v1, v2) =
+            (log.db.get(50u64.to_be_bytes()).unwrap().unwrap(), log.db.get(51u64.to_be_bytes()).unwrap().unwrap());
+        assert_eq!((v1[0], v2[0], v1.len() - v2.len()), (1, RECORD_V2, 32));
+        // The break is found in either part, and an edit keeps the record's version.
+        log.tamper_body(30, b"{\"event\":0}".to_vec()).unwrap();
+        assert_eq!(log.verify().unwrap(), Err(ChainBreak::Hash { seq: 30 }));
+        assert_eq!(log.db.get(30u64.to_be_bytes()).unwrap().unwrap()[0], 1);
+        let (_d2, other) = filled(0);
+        append_v1(&other, 1, 50);
+        other.append(&bodies).unwrap();
+        other.tamper_body(70, b"{\"event\":0}".to_vec()).unwrap();
+        assert_eq!(other.verify().unwrap(), Err(ChainBreak::Hash { seq: 70 }));
+        // Retention across the boundary: the first record kept is version 2, and links to a
+        // base taken from a version-1 record.
+        let (_d3, third) = filled(0);
+        append_v1(&third, 1, 50);
+        third.append(&bodies).unwrap();
+        assert_eq!(third.prune_through(50).unwrap(), Some((1, 50)));
+        assert_eq!(third.verify().unwrap(), Ok(50));
+        // A version-1 record that does not link to its predecessor still says so.
+        let (_d4, fourth) = filled(0);
+        append_v1(&fourth, 1, 50);
+        let mut rec = Record::decode(&fourth.db.get(20u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+        rec.prev_hash = Some([3; 32]);
+        fourth.db.put(20u64.to_be_bytes(), rec.encode().unwrap()).unwrap();
+        assert_eq!(fourth.verify().unwrap(), Err(ChainBreak::Link { seq: 20, prev: 19 }));
     }
 
     /// The records' files, as (name, level), by name.
@@ -745,13 +885,11 @@ mod tests {
         {
             let db = DB::open_default(dir.path()).unwrap();
             let mut head = Head { seq: 0, hash: [0; 32] };
-            let mut record = Vec::new();
             for seq in 1..=10u64 {
-                let body = format!("{{\"event\":{seq}}}");
-                let hash = chain(&head.hash, seq, body.as_bytes());
-                record.clear();
-                write_record(&mut record, &head.hash, &hash, body.as_bytes());
-                db.put(seq.to_be_bytes(), &record).unwrap();
+                // Records as that layout's build wrote them: version 1.
+                let body = format!("{{\"event\":{seq}}}").into_bytes();
+                let hash = chain(&head.hash, seq, &body);
+                db.put(seq.to_be_bytes(), encode(&RecordV1 { prev_hash: head.hash, hash, body }).unwrap()).unwrap();
                 head = Head { seq, hash };
                 if seq == 3 {
                     // Retention removed records 1 to 3.
