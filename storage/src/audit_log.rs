@@ -33,7 +33,7 @@ use rocksdb::{ColumnFamily, IteratorMode, Options, WriteBatch, WriteOptions, DB}
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::codec::{decode, decode_body, encode, encode_versioned, split_version, CodecError};
+use crate::codec::{decode, decode_body, encode, split_version, CodecError};
 
 /// The column family of the head, the base and the witnessed heads (see the module's docs).
 const CF_META: &str = "meta";
@@ -95,11 +95,15 @@ impl Record {
     }
 
     /// Encoded in the version it was read in (for the tamper helpers, which edit in place).
+    /// Version 2 goes through [`write_record`], as [`AuditLog::append`] writes it.
     fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        let (hash, body) = (self.hash, self.body.clone());
         match self.prev_hash {
-            Some(prev_hash) => encode(&RecordV1 { prev_hash, hash, body }),
-            None => encode_versioned(RECORD_V2, &RecordV2 { hash, body }, 64 + self.body.len()),
+            Some(prev_hash) => encode(&RecordV1 { prev_hash, hash: self.hash, body: self.body.clone() }),
+            None => {
+                let mut out = Vec::with_capacity(64 + self.body.len());
+                write_record(&mut out, &self.hash, &self.body);
+                Ok(out)
+            }
         }
     }
 }
@@ -555,6 +559,7 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::encode_versioned;
 
     fn filled(n: u64) -> (tempfile::TempDir, AuditLog) {
         let dir = tempfile::tempdir().unwrap();
