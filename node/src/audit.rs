@@ -125,7 +125,7 @@ fn decode_event(bytes: &[u8]) -> Result<AuditEvent, raftgate_storage::CodecError
     match raftgate_storage::split_version(bytes)? {
         (1, body) => raftgate_storage::decode_body::<AuditEventV1>(body).map(Into::into),
         (EVENT_FORMAT, body) => raftgate_storage::decode_body(body),
-        (found, _) => Err(raftgate_storage::CodecError::UnknownVersion { found }),
+        (found, _) => Err(raftgate_storage::CodecError::UnknownVersion { found, newest: EVENT_FORMAT }),
     }
 }
 
@@ -470,7 +470,12 @@ pub async fn verify(State(state): State<AdminState>, _c: crate::admin::AdminCall
 pub fn last_older_than(log: &AuditLog, cutoff_ms: u64) -> Result<Option<u64>, raftgate_storage::AuditError> {
     let (mut lo, mut hi) = (log.base()?.seq + 1, log.last_seq());
     let ts = |seq: u64| -> Result<u64, raftgate_storage::AuditError> {
-        Ok(log.body(seq)?.and_then(|b| decode_event(&b).ok()).map_or(u64::MAX, |e| e.ts_ms))
+        match log.body(seq) {
+            Ok(body) => Ok(body.and_then(|b| decode_event(&b).ok()).map_or(u64::MAX, |e| e.ts_ms)),
+            // The entry holding it cannot be read (a damaged group): taken for new, as above.
+            Err(raftgate_storage::AuditError::Codec(_)) => Ok(u64::MAX),
+            Err(e) => Err(e),
+        }
     };
     if lo > hi || ts(lo)? >= cutoff_ms {
         return Ok(None);

@@ -14,14 +14,18 @@ pub const FORMAT_VERSION: u8 = 1;
 pub enum CodecError {
     #[error("empty value: no format version byte")]
     Empty,
-    #[error("unknown format version {found} (this build reads version {FORMAT_VERSION})")]
-    UnknownVersion { found: u8 },
+    /// `newest`: the newest version this build reads of the type (it reads every one before).
+    #[error("unknown format version {found} (this build reads versions up to {newest})")]
+    UnknownVersion { found: u8, newest: u8 },
     #[error("encode: {0}")]
     Encode(#[from] bincode::error::EncodeError),
     #[error("decode: {0}")]
     Decode(#[from] bincode::error::DecodeError),
     #[error("decode: {trailing} trailing bytes after the value")]
     Trailing { trailing: usize },
+    /// A value whose layout is written by hand rather than by bincode, and does not hold.
+    #[error("decode: {0}")]
+    Malformed(&'static str),
 }
 
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
@@ -65,7 +69,7 @@ impl bincode::enc::write::Writer for VecWriter<'_> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match split_version(bytes)? {
         (FORMAT_VERSION, body) => decode_body(body),
-        (found, _) => Err(CodecError::UnknownVersion { found }),
+        (found, _) => Err(CodecError::UnknownVersion { found, newest: FORMAT_VERSION }),
     }
 }
 

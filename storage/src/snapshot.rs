@@ -52,7 +52,7 @@ impl SnapshotFile {
             _ => CodecError::Decode(bincode::error::DecodeError::Io { inner: e, additional: 1 }),
         })?;
         if version[0] != FORMAT_VERSION {
-            return Err(CodecError::UnknownVersion { found: version[0] });
+            return Err(CodecError::UnknownVersion { found: version[0], newest: FORMAT_VERSION });
         }
         Ok(bincode::serde::decode_from_std_read(input, bincode::config::standard())?)
     }
