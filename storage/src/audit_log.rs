@@ -382,17 +382,26 @@ type Entry = (u64, Result<Vec<Record>, CodecError>);
 /// A record as read: its number, and the record or why it (its entry) cannot be read.
 type Numbered = (u64, Result<Record, CodecError>);
 
-/// The entries among what an iterator over the default column family yields. (Entry keys are
-/// 8 bytes; a store read in the earlier layout also holds the head, base and witness keys,
-/// which sort after them.)
+/// An entry as stored: its key and its bytes.
+type Stored = (u64, Box<[u8]>);
+
+/// The entries among what an iterator over the default column family yields, as stored.
+/// (Entry keys are 8 bytes; a store read in the earlier layout also holds the head, base and
+/// witness keys, which sort after them.)
+fn stored<'a>(
+    iter: impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + 'a,
+) -> impl Iterator<Item = Result<Stored, AuditError>> + 'a {
+    iter.filter_map(|item| match item {
+        Err(e) => Some(Err(e.into())),
+        Ok((k, v)) => <[u8; 8]>::try_from(k.as_ref()).ok().map(|key| Ok((u64::from_be_bytes(key), v))),
+    })
+}
+
+/// As [`stored`], each entry decoded.
 fn entries<'a>(
     iter: impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + 'a,
 ) -> impl Iterator<Item = Result<Entry, AuditError>> + 'a {
-    iter.filter_map(|item| match item {
-        Err(e) => Some(Err(e.into())),
-        Ok((k, _)) if k.len() != 8 => None,
-        Ok((k, v)) => Some(Ok((u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes")), decode_entry(&v)))),
-    })
+    stored(iter).map(|item| item.map(|(first, v)| (first, decode_entry(&v))))
 }
 
 /// The number of the last record of an entry that could be read (its key if it could not).
@@ -461,9 +470,6 @@ fn follows(prev: Head, seq: u64, rec: &Record, from_base: bool) -> Result<Head, 
     }
     Ok(Head { seq, hash: rec.hash })
 }
-
-/// An entry as stored: its key and its bytes.
-type Stored = (u64, Box<[u8]>);
 
 pub struct AuditLog {
     db: DB,
@@ -579,13 +585,7 @@ impl AuditLog {
     /// The stored entry keyed at or nearest before `seq` (the one that holds record `seq`,
     /// if any does): its key and its bytes.
     fn entry_at_or_before(&self, seq: u64) -> Result<Option<Stored>, AuditError> {
-        for item in self.db.iterator(IteratorMode::From(&seq.to_be_bytes(), Direction::Reverse)) {
-            let (k, v) = item?;
-            if let Ok(key) = <[u8; 8]>::try_from(k.as_ref()) {
-                return Ok(Some((u64::from_be_bytes(key), v)));
-            }
-        }
-        Ok(None)
+        stored(self.db.iterator(IteratorMode::From(&seq.to_be_bytes(), Direction::Reverse))).next().transpose()
     }
 
     /// Record `seq`, if it is kept.
@@ -803,11 +803,9 @@ impl AuditLog {
             Some((first, _)) => first,
             None => seq + 1,
         };
-        let stored: Vec<_> =
-            self.db.iterator(IteratorMode::From(&from.to_be_bytes(), Direction::Forward)).collect::<Result<_, _>>()?;
-        for (k, v) in stored {
-            let Ok(key) = <[u8; 8]>::try_from(k.as_ref()) else { continue };
-            let first = u64::from_be_bytes(key);
+        let after: Vec<Stored> = stored(self.db.iterator(IteratorMode::From(&from.to_be_bytes(), Direction::Forward)))
+            .collect::<Result<_, _>>()?;
+        for (first, v) in after {
             let mut recs = decode_entry(&v)?;
             let keep = (seq + 1).saturating_sub(first).min(recs.len() as u64) as usize;
             if keep < recs.len() {
