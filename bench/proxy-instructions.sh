@@ -94,10 +94,13 @@ RGL=$(count rg "$(cat "$W/rg.pid")" "http://127.0.0.1:$RG/orders/1" "Authorizati
 SHA=$(callgrind_annotate --inclusive=yes "$(ls -t "$W"/rg.cg.* | head -1)" 2>/dev/null |
     awk '/sha2::sha256::compress256/ { gsub(",", "", $1); if ($1 + 0 > m) m = $1 + 0 } END { print m + 0 }')
 # Heap allocations in the same window: calls into Rust's allocator (RocksDB's C++ allocates
-# on its own and is not counted), from callgrind's call counts.
+# on its own and is not counted), from callgrind's call counts. With LTO the allocator shims
+# (`__rust_alloc`) are inlined away, and the calls land directly on the entry points mimalloc's
+# `GlobalAlloc` uses (C++ reaches mimalloc through `malloc` and `new`, not these).
 ALLOCS=$(python3 - "$(ls -t "$W"/rg.cg.* | head -1)" <<'PY'
 import re, sys
-names, total, callee = {}, 0, None
+from collections import Counter
+names, calls, callee = {}, Counter(), None
 for line in open(sys.argv[1], errors="replace"):
     if line.startswith(("fn=", "cfn=")):
         m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
@@ -105,10 +108,10 @@ for line in open(sys.argv[1], errors="replace"):
             names[m.group(1)] = m.group(2).strip()
         callee = m.group(1) if line.startswith("cfn=") else None
     elif line.startswith("calls=") and callee is not None:
-        if names.get(callee) in ("__rustc::__rust_alloc", "__rustc::__rust_alloc_zeroed"):
-            total += int(line.split("=")[1].split()[0])
+        calls[names.get(callee)] += int(line.split("=")[1].split()[0])
         callee = None
-print(total)
+shims = calls["__rustc::__rust_alloc"] + calls["__rustc::__rust_alloc_zeroed"]
+print(shims or calls["mi_malloc_aligned"] + calls["mi_zalloc_aligned"])
 PY
 )
 # The invalid-key flood (proxy-bench.sh's key): refused with 401, then 429 auth_flood.
