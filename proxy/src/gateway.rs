@@ -286,7 +286,7 @@ impl Gateway {
                     // A known key refused (wrong secret, revoked, expired, rotated out) is
                     // counted against that key too; malformed and unknown ids are not.
                     let known = (policy.auth_guard.is_some() && d.reason != "malformed")
-                        .then(|| ParsedKey::parse(raw).ok())
+                        .then(|| ParsedKey::parse_bytes(raw).ok())
                         .flatten()
                         .map(|k| k.id().to_string())
                         .filter(|id| policy.keys.contains_key(id.as_str()));

@@ -4,7 +4,7 @@
 use http::StatusCode;
 
 use crate::deny::Deny;
-use crate::fields::{text, Lookup};
+use crate::fields::Lookup;
 use crate::policy::{ApiKey, Consumer, KeyState, ParsedKey, Policy, KEY_LEN};
 
 /// Who is calling, as far as the gateway could establish.
@@ -22,8 +22,9 @@ pub static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-ke
 /// Longest credential header value read at all; anything longer is refused before parsing.
 const CREDENTIAL_LEN_MAX: usize = 8 * 1024;
 
-/// The presented credential, if any. Ambiguity (two headers, both kinds) is a 400.
-pub fn credential(headers: &impl Lookup) -> Result<Option<&str>, Deny> {
+/// The presented credential, if any, as sent (its format is [`authenticate`]'s to check).
+/// Ambiguity (two headers, both kinds) is a 400.
+pub fn credential(headers: &impl Lookup) -> Result<Option<&[u8]>, Deny> {
     let mut auth = headers.values(&http::header::AUTHORIZATION);
     let mut api_key = headers.values(&X_API_KEY);
     let (a1, a2) = (auth.next(), auth.next());
@@ -36,9 +37,9 @@ pub fn credential(headers: &impl Lookup) -> Result<Option<&str>, Deny> {
             if a.len() > CREDENTIAL_LEN_MAX {
                 return Err(Deny::unauthorized("malformed"));
             }
-            let s = text(a).ok_or_else(|| Deny::unauthorized("malformed"))?;
-            match s.split_once(' ') {
-                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest,
+            // `Bearer <token>`, the scheme in any case.
+            match a.iter().position(|&b| b == b' ') {
+                Some(sp) if a[..sp].eq_ignore_ascii_case(b"bearer") => &a[sp + 1..],
                 _ => return Err(Deny::unauthorized("malformed")),
             }
         }
@@ -46,7 +47,7 @@ pub fn credential(headers: &impl Lookup) -> Result<Option<&str>, Deny> {
             if k.len() > CREDENTIAL_LEN_MAX {
                 return Err(Deny::unauthorized("malformed"));
             }
-            text(k).ok_or_else(|| Deny::unauthorized("malformed"))?
+            k
         }
         _ => return Ok(None),
     };
@@ -54,13 +55,16 @@ pub fn credential(headers: &impl Lookup) -> Result<Option<&str>, Deny> {
 }
 
 /// Authenticates a presented key against the policy at `now_ms`.
-pub fn authenticate<'p>(policy: &'p Policy, raw: &str, now_ms: u64) -> Result<Caller<'p>, Deny> {
-    // Exact match only: a trailing space or changed case fails the length or checksum check.
+pub fn authenticate<'p>(policy: &'p Policy, raw: &[u8], now_ms: u64) -> Result<Caller<'p>, Deny> {
+    // Exact match only: a trailing space or changed case fails the length or checksum check,
+    // and anything outside the key's alphabet (non-ASCII among it) the format check.
     if raw.len() != KEY_LEN {
         return Err(Deny::unauthorized("malformed"));
     }
-    let parsed = ParsedKey::parse(raw).map_err(|_| Deny::unauthorized("malformed"))?;
-    let key = policy.keys.get(parsed.id()).ok_or_else(|| Deny::unauthorized("unknown"))?;
+    let parsed = ParsedKey::parse_bytes(raw).map_err(|_| Deny::unauthorized("malformed"))?;
+    // By `KeyId`, not `&str`: the map's comparisons are then between byte arrays, with no
+    // UTF-8 check of the stored id at each step.
+    let key = policy.keys.get(&parsed.key_id()).ok_or_else(|| Deny::unauthorized("unknown"))?;
     if !parsed.matches(&key.digest) {
         return Err(Deny::unauthorized("unknown"));
     }
@@ -77,3 +81,49 @@ pub fn authenticate<'p>(policy: &'p Policy, raw: &str, now_ms: u64) -> Result<Ca
 
 /// The status every credential failure shares.
 pub const UNAUTHORIZED: StatusCode = StatusCode::UNAUTHORIZED;
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    fn presented(fields: &[(&http::HeaderName, &[u8])]) -> Result<Option<Vec<u8>>, &'static str> {
+        let mut h = HeaderMap::new();
+        for (n, v) in fields {
+            h.append((*n).clone(), HeaderValue::from_bytes(v).unwrap());
+        }
+        credential(&h).map(|c| c.map(<[u8]>::to_vec)).map_err(|d| d.reason)
+    }
+
+    #[test]
+    fn the_credential_is_read_from_either_header_and_nothing_else() {
+        let auth = &http::header::AUTHORIZATION;
+        assert_eq!(presented(&[]), Ok(None));
+        assert_eq!(presented(&[(auth, b"Bearer rgk_abc")]), Ok(Some(b"rgk_abc".to_vec())));
+        // The scheme is case-insensitive (RFC 9110 §11.1); the token is taken as sent.
+        assert_eq!(presented(&[(auth, b"bEARER rgk_abc ")]), Ok(Some(b"rgk_abc ".to_vec())));
+        assert_eq!(presented(&[(&X_API_KEY, b"rgk_abc")]), Ok(Some(b"rgk_abc".to_vec())));
+        for bad in [&b"Bearer"[..], b"Bearerrgk_abc", b"Basic rgk_abc", b"B\xc3\xa9arer rgk_abc"] {
+            assert_eq!(presented(&[(auth, bad)]), Err("malformed"), "{bad:?}");
+        }
+        assert_eq!(presented(&[(auth, b"Bearer a"), (auth, b"Bearer a")]), Err("ambiguous_credentials"));
+        assert_eq!(presented(&[(auth, b"Bearer a"), (&X_API_KEY, b"a")]), Err("ambiguous_credentials"));
+    }
+
+    /// Whatever the bytes, a token that is not a well-formed key is `malformed`, before any
+    /// lookup: the wrong length, or the right length with a character outside the alphabet.
+    #[test]
+    fn a_token_outside_the_key_format_is_malformed() {
+        let policy = Policy::default();
+        let good = crate::policy::GeneratedKey::generate().key.into_bytes();
+        let mut non_ascii = good.clone();
+        non_ascii[20..22].copy_from_slice("é".as_bytes());
+        let mut control = good.clone();
+        control[30] = b'\t';
+        for raw in [&b""[..], &good[1..], &non_ascii, &control] {
+            assert_eq!(authenticate(&policy, raw, 0).err().map(|d| d.reason), Some("malformed"), "{raw:?}");
+        }
+        assert_eq!(authenticate(&policy, &good, 0).err().map(|d| d.reason), Some("unknown"));
+    }
+}

@@ -129,33 +129,49 @@ impl std::fmt::Debug for GeneratedKey {
 /// A key whose format and checksum are valid; it may still be unknown or revoked.
 #[derive(Clone, Copy)]
 pub struct ParsedKey<'a> {
-    full: &'a str,
+    /// The whole key: `KEY_LEN` ASCII characters, the prefix and base62.
+    full: &'a [u8],
 }
 
 impl<'a> ParsedKey<'a> {
     /// Checks length, prefix, alphabet and checksum, in that order, without any lookup.
     pub fn parse(full: &'a str) -> Result<Self, KeyFormatError> {
+        Self::parse_bytes(full.as_bytes())
+    }
+
+    /// [`ParsedKey::parse`] on a header value's bytes, as the request path has them: the
+    /// alphabet check is the only text check a key needs.
+    pub fn parse_bytes(full: &'a [u8]) -> Result<Self, KeyFormatError> {
         if full.len() != KEY_LEN {
             return Err(KeyFormatError::Length);
         }
-        let body = full.strip_prefix(KEY_PREFIX).ok_or(KeyFormatError::Prefix)?;
-        if !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        let body = full.strip_prefix(KEY_PREFIX.as_bytes()).ok_or(KeyFormatError::Prefix)?;
+        if !body.iter().all(u8::is_ascii_alphanumeric) {
             return Err(KeyFormatError::Alphabet);
         }
         let (payload, checksum) = full.split_at(KEY_LEN - KEY_CHECKSUM_LEN);
-        if encode_checksum(crc32fast::hash(payload.as_bytes())) != checksum.as_bytes() {
+        if encode_checksum(crc32fast::hash(payload)) != checksum {
             return Err(KeyFormatError::Checksum);
         }
         Ok(Self { full })
     }
 
-    /// The public id part, which names the key in the admin API and the audit trail.
-    pub fn id(&self) -> &'a str {
+    fn id_bytes(&self) -> &'a [u8] {
         &self.full[KEY_PREFIX.len()..KEY_PREFIX.len() + KEY_ID_LEN]
     }
 
+    /// The public id part, which names the key in the admin API and the audit trail.
+    pub fn id(&self) -> &'a str {
+        std::str::from_utf8(self.id_bytes()).expect("a parsed key is ascii")
+    }
+
+    /// The public id as a [`KeyId`], for lookups (its characters were checked by `parse`).
+    pub fn key_id(&self) -> KeyId {
+        KeyId(self.id_bytes().try_into().expect("a parsed key has an id of KEY_ID_LEN characters"))
+    }
+
     pub fn digest(&self) -> [u8; 32] {
-        digest_key(self.full)
+        Sha256::digest(self.full).into()
     }
 
     /// Compares this key's digest with a stored one in constant time.
@@ -219,6 +235,7 @@ mod tests {
         let parsed = ParsedKey::parse(&k.key).unwrap();
         assert_eq!(parsed.id(), k.id.as_str());
         assert_eq!(KeyId::parse(parsed.id()), Ok(k.id));
+        assert_eq!(parsed.key_id(), k.id);
         assert!(parsed.matches(&k.digest));
         assert!(!format!("{k:?}").contains(&k.key[KEY_PREFIX.len() + KEY_ID_LEN..]));
     }

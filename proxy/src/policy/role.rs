@@ -56,9 +56,24 @@ impl MethodSet {
 /// A path pattern: literal segments, `*` for exactly one segment, and a final `**` for any
 /// number of segments (including none). Matching is on canonical paths, segment by segment, so
 /// `/orders/**` matches `/orders` and `/orders/1/items` but never `/orders-admin`.
+///
+/// Held as written (its serialised form) and split into segments once, when it is parsed, so
+/// that authorizing a request splits only the request's path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct PathPattern(String);
+pub struct PathPattern {
+    text: String,
+    segments: Box<[Segment]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(Box<str>),
+    /// `*`: exactly one segment.
+    One,
+    /// A final `**`: whatever follows, or nothing.
+    Rest,
+}
 
 /// Longest pattern accepted.
 const PATTERN_LEN_MAX: usize = 512;
@@ -81,32 +96,43 @@ impl TryFrom<String> for PathPattern {
                 ));
             }
         }
-        Ok(Self(p))
+        // A trailing '/' is not a segment of its own, in the pattern as in the path.
+        let segments = p
+            .trim_end_matches('/')
+            .split('/')
+            .skip(1)
+            .map(|s| match s {
+                "**" => Segment::Rest,
+                "*" => Segment::One,
+                s => Segment::Literal(s.into()),
+            })
+            .collect();
+        Ok(Self { text: p, segments })
     }
 }
 
 impl From<PathPattern> for String {
     fn from(p: PathPattern) -> Self {
-        p.0
+        p.text
     }
 }
 
 impl PathPattern {
     /// Whether a canonical path (starting with '/', no dot segments) matches.
     pub fn matches(&self, path: &str) -> bool {
-        let pattern = self.0.trim_end_matches('/');
-        let path = path.trim_end_matches('/');
-        let mut pat = pattern.split('/').skip(1);
-        let mut segs = path.split('/').skip(1);
-        loop {
-            match (pat.next(), segs.next()) {
-                (Some("**"), _) => return true,
-                (None, None) => return true,
-                (Some("*"), Some(_)) => {}
-                (Some(p), Some(s)) if p == s => {}
+        let mut segs = path.trim_end_matches('/').split('/').skip(1);
+        for want in &*self.segments {
+            let seg = match want {
+                Segment::Rest => return true,
+                _ => segs.next(),
+            };
+            match (want, seg) {
+                (Segment::One, Some(_)) => {}
+                (Segment::Literal(l), Some(s)) if **l == *s => {}
                 _ => return false,
             }
         }
+        segs.next().is_none()
     }
 }
 
@@ -135,6 +161,14 @@ mod tests {
         assert!(pat("/").matches("/"));
         assert!(pat("/**").matches("/anything/at/all"));
         assert!(!pat("/admin/**").matches("/ADMIN/keys"));
+        assert!(!pat("/").matches("/a"));
+        assert!(pat("/orders/").matches("/orders"));
+        assert!(pat("/orders").matches("/orders/"));
+        assert!(!pat("/orders/*/items").matches("/orders/1"));
+        assert!(pat("/orders/*/items").matches("/orders/1/items/"));
+        assert!(!pat("/orders/*/items").matches("/orders/1/items/2"));
+        // Written and read back as the text it was given.
+        assert_eq!(String::from(pat("/orders/*/")), "/orders/*/");
     }
 
     #[test]
