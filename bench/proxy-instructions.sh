@@ -55,6 +55,10 @@ for i in $(seq 1 "$ROUTES"); do
     bench_api $ADM "$(cat "$W/token")" PUT "/v1/routes/r$i" \
         "{\"path_prefix\":\"/svc$i/v1\",\"upstreams\":[\"http://127.0.0.1:$UP\"]}" >/dev/null
 done
+# The passthrough (benchmarks.md's S3): an open route, no key, no limit, audit still on; what
+# the framework costs before any policy.
+bench_api $ADM "$(cat "$W/token")" PUT /v1/routes/open \
+    "{\"path_prefix\":\"/open\",\"upstreams\":[\"http://127.0.0.1:$UP\"],\"auth\":[\"none\"]}" >/dev/null
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$NGX/" >/dev/null 2>&1 && break; sleep 0.2; done
 
 # dump NAME PID: the instructions counted since collection was last switched on (the newest
@@ -114,6 +118,7 @@ shims = calls["__rustc::__rust_alloc"] + calls["__rustc::__rust_alloc_zeroed"]
 print(shims or calls["mi_malloc_aligned"] + calls["mi_zalloc_aligned"])
 PY
 )
+PASS=$(count rg "$(cat "$W/rg.pid")" "http://127.0.0.1:$RG/open/x")
 # The invalid-key flood (proxy-bench.sh's key): refused with 401, then 429 auth_flood.
 FLOOD=$(count rg "$(cat "$W/rg.pid")" "http://127.0.0.1:$RG/orders/1" \
     "Authorization: Bearer rgk_000000000000000000000000000000000000000000000000aa")
@@ -129,4 +134,5 @@ echo "$NG" "$RGL" | awk '{
 echo "$RGL" | awk -v sha="$SHA" '{ printf "of raftgate'"'"'s, SHA-256 in software (valgrind hides SHA-NI): %.0f per request; without it raftgate / nginx = ", sha / $3 }'
 echo "$NG" "$RGL" | awk -v sha="$SHA" '{ printf "%.2f\n", (($7 - sha) / $8) / ($2 / $3) }'
 echo "$RGL" | awk -v a="$ALLOCS" '{ printf "raftgate heap allocations (Rust'"'"'s allocator): %.1f per proxied request\n", a / $3 }'
+echo "$PASS" "$RGL" | awk '{ printf "raftgate passthrough (open route: no key, no limit, audit on): %.0f per request; the policy adds %.0f (%.1f %%)\n", $2 / $3, $7 / $8 - $2 / $3, 100 * ($7 / $8 - $2 / $3) / ($2 / $3) }'
 echo "$FLOOD" "$RGL" | awk '{ printf "raftgate, invalid-key flood (401 / 429 auth_flood, audited): %.0f per refused request, %.2f of a proxied one\n", $2 / $3, ($2 / $3) / ($7 / $8) }'
