@@ -171,7 +171,7 @@ impl<'a> ParsedKey<'a> {
     }
 
     pub fn digest(&self) -> [u8; 32] {
-        Sha256::digest(self.full).into()
+        digest_bytes(self.full)
     }
 
     /// Compares this key's digest with a stored one in constant time.
@@ -181,7 +181,12 @@ impl<'a> ParsedKey<'a> {
 }
 
 pub fn digest_key(full: &str) -> [u8; 32] {
-    Sha256::digest(full.as_bytes()).into()
+    digest_bytes(full.as_bytes())
+}
+
+/// The one definition of a key's stored digest, for keys issued and keys presented alike.
+fn digest_bytes(full: &[u8]) -> [u8; 32] {
+    Sha256::digest(full).into()
 }
 
 impl GeneratedKey {
