@@ -93,7 +93,9 @@ count() {
     awk -v n="$name" -v l="$load" -v i="$idle" -v a="$t0" -v b="$t1" -v ok="$ok" \
         'BEGIN { printf "%s %.0f %d %.0f %.1f\n", n, l - i * (b - a) / 5, ok, i / 5, b - a }'
 }
-NG=$(count ngx "$(cat "$W/ngx.pid")" "http://127.0.0.1:$NGX/")
+# The same request to both proxies (as in proxy-bench.sh): nginx forwards the key, raftgate
+# checks it and strips it.
+NG=$(count ngx "$(cat "$W/ngx.pid")" "http://127.0.0.1:$NGX/orders/1" "Authorization: Bearer $KEY")
 RGL=$(count rg "$(cat "$W/rg.pid")" "http://127.0.0.1:$RG/orders/1" "Authorization: Bearer $KEY")
 SHA=$(callgrind_annotate --inclusive=yes "$(ls -t "$W"/rg.cg.* | head -1)" 2>/dev/null |
     awk '/sha2::sha256::compress256/ { gsub(",", "", $1); if ($1 + 0 > m) m = $1 + 0 } END { print m + 0 }')
