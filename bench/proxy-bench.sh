@@ -113,7 +113,7 @@ for r in $(seq 1 "$ROUNDS"); do
             raftgate) line=$(run raftgate "http://127.0.0.1:$RG$REQ" "$AUTH") ;;
             passthrough) line=$(run passthrough "http://127.0.0.1:$RG/open/x") ;;
             flood) line=$(run flood "http://127.0.0.1:$RG$REQ" "Authorization: Bearer $BAD") ;;
-            limited) line=$(run limited "http://127.0.0.1:$RG/limited/x" "Authorization: Bearer $KEY") ;;
+            limited) line=$(run limited "http://127.0.0.1:$RG/limited/x" "$AUTH") ;;
         esac
         t1=$(cpu_ticks "$RGPID"); n1=$(cpu_ticks $NGX_WORKERS); l1=$(cpu_ticks $NGL_WORKERS); u1=$(cpu_ticks $UP_WORKERS)
         s1=$(split_ticks "$RGPID"); m1=$(split_ticks $NGX_WORKERS); c1=$(stat_cpu)

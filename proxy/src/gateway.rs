@@ -16,7 +16,7 @@ use crate::fields::Fields;
 use crate::limits::Limits;
 use crate::metrics::{ProxyMetrics, RequestLabels, RouteLabel};
 use crate::phases::{authenticate, authorize, forward, headers, rate_limit, route};
-use crate::policy::{AuthMethod, Name, ParsedKey, Policy};
+use crate::policy::{AuthMethod, KeyId, Name, ParsedKey, Policy};
 use crate::reply::Reply;
 use crate::request::ClientRequest;
 use crate::upstream::Upstreams;
@@ -286,11 +286,11 @@ impl Gateway {
                     // A known key refused (wrong secret, revoked, expired, rotated out) is
                     // counted against that key too; malformed and unknown ids are not.
                     let known = (policy.auth_guard.is_some() && d.reason != "malformed")
-                        .then(|| ParsedKey::parse_bytes(raw).ok())
+                        .then(|| ParsedKey::parse(raw).ok())
                         .flatten()
-                        .map(|k| k.id().to_string())
-                        .filter(|id| policy.keys.contains_key(id.as_str()));
-                    return Err(self.auth_failed(policy, client_ip, known.as_deref(), d));
+                        .map(|k| k.key_id())
+                        .filter(|id| policy.keys.contains_key(id));
+                    return Err(self.auth_failed(policy, client_ip, known.as_ref().map(KeyId::as_str), d));
                 }
             },
         };

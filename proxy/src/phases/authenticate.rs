@@ -5,7 +5,7 @@ use http::StatusCode;
 
 use crate::deny::Deny;
 use crate::fields::Lookup;
-use crate::policy::{ApiKey, Consumer, KeyState, ParsedKey, Policy, KEY_LEN};
+use crate::policy::{ApiKey, Consumer, KeyState, ParsedKey, Policy};
 
 /// Who is calling, as far as the gateway could establish.
 pub struct Caller<'p> {
@@ -58,10 +58,7 @@ pub fn credential(headers: &impl Lookup) -> Result<Option<&[u8]>, Deny> {
 pub fn authenticate<'p>(policy: &'p Policy, raw: &[u8], now_ms: u64) -> Result<Caller<'p>, Deny> {
     // Exact match only: a trailing space or changed case fails the length or checksum check,
     // and anything outside the key's alphabet (non-ASCII among it) the format check.
-    if raw.len() != KEY_LEN {
-        return Err(Deny::unauthorized("malformed"));
-    }
-    let parsed = ParsedKey::parse_bytes(raw).map_err(|_| Deny::unauthorized("malformed"))?;
+    let parsed = ParsedKey::parse(raw).map_err(|_| Deny::unauthorized("malformed"))?;
     // By `KeyId`, not `&str`: the map's comparisons are then between byte arrays, with no
     // UTF-8 check of the stored id at each step.
     let key = policy.keys.get(&parsed.key_id()).ok_or_else(|| Deny::unauthorized("unknown"))?;

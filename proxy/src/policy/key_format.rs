@@ -134,14 +134,9 @@ pub struct ParsedKey<'a> {
 }
 
 impl<'a> ParsedKey<'a> {
-    /// Checks length, prefix, alphabet and checksum, in that order, without any lookup.
-    pub fn parse(full: &'a str) -> Result<Self, KeyFormatError> {
-        Self::parse_bytes(full.as_bytes())
-    }
-
-    /// [`ParsedKey::parse`] on a header value's bytes, as the request path has them: the
-    /// alphabet check is the only text check a key needs.
-    pub fn parse_bytes(full: &'a [u8]) -> Result<Self, KeyFormatError> {
+    /// Checks length, prefix, alphabet and checksum, in that order, without any lookup. Takes
+    /// bytes, as a header value arrives: the alphabet check is the only text check a key needs.
+    pub fn parse(full: &'a [u8]) -> Result<Self, KeyFormatError> {
         if full.len() != KEY_LEN {
             return Err(KeyFormatError::Length);
         }
@@ -237,7 +232,7 @@ mod tests {
     fn generated_keys_parse_and_match() {
         let k = GeneratedKey::generate();
         assert_eq!(k.key.len(), KEY_LEN);
-        let parsed = ParsedKey::parse(&k.key).unwrap();
+        let parsed = ParsedKey::parse(k.key.as_bytes()).unwrap();
         assert_eq!(parsed.id(), k.id.as_str());
         assert_eq!(KeyId::parse(parsed.id()), Ok(k.id));
         assert_eq!(parsed.key_id(), k.id);
@@ -248,14 +243,17 @@ mod tests {
     #[test]
     fn rejects_malformed_keys() {
         let k = GeneratedKey::generate().key;
-        assert_eq!(ParsedKey::parse(&k[1..]).err(), Some(KeyFormatError::Length));
-        assert_eq!(ParsedKey::parse(&format!("{k} ")).err(), Some(KeyFormatError::Length));
-        assert_eq!(ParsedKey::parse(&format!("xyz_{}", &k[4..])).err(), Some(KeyFormatError::Prefix));
-        assert_eq!(ParsedKey::parse(&k.replacen('_', "%", 1)).err(), Some(KeyFormatError::Prefix));
+        assert_eq!(ParsedKey::parse(&k.as_bytes()[1..]).err(), Some(KeyFormatError::Length));
+        assert_eq!(ParsedKey::parse(format!("{k} ").as_bytes()).err(), Some(KeyFormatError::Length));
+        assert_eq!(ParsedKey::parse(format!("xyz_{}", &k[4..]).as_bytes()).err(), Some(KeyFormatError::Prefix));
+        assert_eq!(ParsedKey::parse(k.replacen('_', "%", 1).as_bytes()).err(), Some(KeyFormatError::Prefix));
         let mut bad = k.clone().into_bytes();
         bad[10] = b'-';
-        assert_eq!(ParsedKey::parse(std::str::from_utf8(&bad).unwrap()).err(), Some(KeyFormatError::Alphabet));
-        assert_eq!(ParsedKey::parse(&format!("rgk_{}", k[4..].to_uppercase())).err(), Some(KeyFormatError::Checksum));
+        assert_eq!(ParsedKey::parse(&bad).err(), Some(KeyFormatError::Alphabet));
+        assert_eq!(
+            ParsedKey::parse(format!("rgk_{}", k[4..].to_uppercase()).as_bytes()).err(),
+            Some(KeyFormatError::Checksum)
+        );
     }
 
     #[test]
@@ -284,12 +282,12 @@ mod tests {
             prop_assume!(bytes[pos] != BASE62[c]);
             bytes[pos] = BASE62[c];
             let changed = String::from_utf8(bytes).unwrap();
-            prop_assert!(ParsedKey::parse(&changed).is_err());
+            prop_assert!(ParsedKey::parse(changed.as_bytes()).is_err());
         }
 
         #[test]
         fn arbitrary_strings_never_panic(s in ".{0,80}") {
-            let _ = ParsedKey::parse(&s);
+            let _ = ParsedKey::parse(s.as_bytes());
         }
     }
 }
