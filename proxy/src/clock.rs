@@ -26,6 +26,10 @@ struct WallClock {
     /// The skew read last, and when (monotonic ms + 1; 0 = never).
     skew_ms: AtomicI64,
     skew_read_at: AtomicU64,
+    /// The monotonic millisecond (+ 1; 0 = never) in which the wall clock was last read: it is
+    /// read at most once a millisecond, however many requests ask, so a forward step is taken
+    /// within a millisecond of it.
+    wall_read_at: AtomicU64,
 }
 
 static CLOCK: LazyLock<WallClock> = LazyLock::new(|| WallClock {
@@ -34,6 +38,7 @@ static CLOCK: LazyLock<WallClock> = LazyLock::new(|| WallClock {
     skew_file: std::env::var_os(CLOCK_SKEW_ENV).map(PathBuf::from),
     skew_ms: AtomicI64::new(0),
     skew_read_at: AtomicU64::new(0),
+    wall_read_at: AtomicU64::new(0),
 });
 
 impl WallClock {
@@ -48,29 +53,49 @@ impl WallClock {
         self.skew_ms.load(Ordering::Relaxed)
     }
 
+    /// The time at monotonic instant `at` (a moment just read, such as a request's start).
     #[allow(clippy::disallowed_methods, reason = "the one sanctioned wall-clock reader")]
-    fn now_ms(&self) -> u64 {
-        let mono = self.epoch.elapsed().as_millis() as u64;
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        let offset = wall + self.skew(mono) - mono as i64;
-        // Written only when it grows (rarely: a forward step, or the first read): every proxy
-        // thread reads this clock for every request, and an atomic write each time would move
-        // the line between their cores.
-        let seen = self.offset.load(Ordering::Relaxed);
-        let kept = if offset > seen { self.offset.fetch_max(offset, Ordering::Relaxed).max(offset) } else { seen };
-        (mono as i64 + kept).max(0) as u64
+    fn now_ms_at(&self, at: Instant) -> u64 {
+        let mono = at.saturating_duration_since(self.epoch).as_millis() as u64;
+        // Each proxy thread asks for every request; within a millisecond the answer only moves
+        // with the monotonic clock, so the wall clock (another clock read, and the skew hook's
+        // check) is consulted once a millisecond. The mark is a plain store: two threads that
+        // both read the wall clock in the same millisecond agree through `offset`.
+        let mut seen = self.offset.load(Ordering::Relaxed);
+        if self.wall_read_at.load(Ordering::Relaxed) != mono + 1 || seen == i64::MIN {
+            let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            let offset = wall + self.skew(mono) - mono as i64;
+            // Written only when it grows (rarely: a forward step, or the first read), so the
+            // line stays shared between the proxy threads' cores.
+            if offset > seen {
+                seen = self.offset.fetch_max(offset, Ordering::Relaxed).max(offset);
+            }
+            self.wall_read_at.store(mono + 1, Ordering::Relaxed);
+        }
+        (mono as i64 + seen).max(0) as u64
     }
 }
 
 /// Milliseconds since the Unix epoch; never goes backwards (see the module docs).
 pub fn now_ms() -> u64 {
-    CLOCK.now_ms()
+    CLOCK.now_ms_at(Instant::now())
+}
+
+/// [`now_ms`] at `at`, a monotonic instant the caller has just read for its own use (a
+/// request's start): one clock read serves both.
+pub fn now_ms_at(at: Instant) -> u64 {
+    CLOCK.now_ms_at(at)
 }
 
 /// Milliseconds on the monotonic clock since the process first read this clock: for measuring
 /// spans (idle connections), never for timestamps.
 pub fn mono_ms() -> u64 {
-    CLOCK.epoch.elapsed().as_millis() as u64
+    mono_ms_at(Instant::now())
+}
+
+/// [`mono_ms`] at `at` (see [`now_ms_at`]).
+pub fn mono_ms_at(at: Instant) -> u64 {
+    at.saturating_duration_since(CLOCK.epoch).as_millis() as u64
 }
 
 /// Calls `f` with the current time as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110
@@ -141,10 +166,11 @@ mod tests {
             skew_file: None,
             skew_ms: AtomicI64::new(0),
             skew_read_at: AtomicU64::new(0),
+            wall_read_at: AtomicU64::new(0),
         };
         let mut last = 0;
         for _ in 0..1000 {
-            let now = c.now_ms();
+            let now = c.now_ms_at(Instant::now());
             assert!(now >= last);
             last = now;
         }
@@ -153,7 +179,36 @@ mod tests {
         assert!(last.abs_diff(wall) < 1000, "{last} vs {wall}");
         // A backward step: the offset seen before is kept.
         c.offset.fetch_add(30_000, Ordering::Relaxed);
-        assert!(c.now_ms() >= wall + 29_000);
+        assert!(c.now_ms_at(Instant::now()) >= wall + 29_000);
+    }
+
+    #[test]
+    fn a_forward_step_is_taken_within_a_millisecond() {
+        let dir = std::env::temp_dir().join(format!("raftgate-clock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("skew");
+        std::fs::write(&file, "0").unwrap();
+        let c = WallClock {
+            epoch: Instant::now(),
+            offset: AtomicI64::new(i64::MIN),
+            skew_file: Some(file.clone()),
+            skew_ms: AtomicI64::new(0),
+            skew_read_at: AtomicU64::new(0),
+            wall_read_at: AtomicU64::new(0),
+        };
+        let before = c.now_ms_at(Instant::now());
+        // Within one millisecond the wall clock is not read again: the same instant gives the
+        // same time, whatever the wall clock did meanwhile.
+        let at = Instant::now();
+        let first = c.now_ms_at(at);
+        std::fs::write(&file, "60000").unwrap();
+        c.skew_read_at.store(0, Ordering::Relaxed);
+        assert_eq!(c.now_ms_at(at), first, "read again within the same millisecond");
+        // The next millisecond sees the step (the skew hook stands in for the system clock).
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let after = c.now_ms_at(Instant::now());
+        assert!(after >= before + 60_000, "{after} < {before} + 60000");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -32,7 +32,14 @@ impl Freshness {
     }
 
     pub fn is_fresh(&self) -> bool {
-        self.ms(Instant::now()) < self.fresh_until_ms.load(Ordering::Acquire)
+        self.is_fresh_at(Instant::now())
+    }
+
+    /// Whether the lease covered instant `at`. The gateway asks at the moment it took the
+    /// request's time, before it loaded the policy: if the lease held then, every write
+    /// acknowledged before then is in the policy it loaded after.
+    pub fn is_fresh_at(&self, at: Instant) -> bool {
+        self.ms(at) < self.fresh_until_ms.load(Ordering::Acquire)
     }
 
     /// Milliseconds of lease left (0 when stale).

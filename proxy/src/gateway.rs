@@ -10,7 +10,7 @@ use http::{HeaderValue, StatusCode};
 
 use crate::audit::{AuditEvent, AuditQueue};
 use crate::canonical::canonicalize;
-use crate::clock::now_ms;
+use crate::clock::{mono_ms_at, now_ms, now_ms_at};
 use crate::deny::Deny;
 use crate::fields::Fields;
 use crate::limits::Limits;
@@ -72,6 +72,14 @@ pub struct Gateway {
     pub metrics: ProxyMetrics,
 }
 
+/// When a request is decided: its start on the monotonic clock, and the same moment on the wall
+/// clock ([`now_ms_at`]), read once for every phase.
+#[derive(Clone, Copy)]
+struct Moment {
+    started: Instant,
+    now: u64,
+}
+
 /// What the phases learned, for the audit event.
 #[derive(Default)]
 struct Facts {
@@ -112,8 +120,9 @@ impl Gateway {
     /// Handles one request end to end. Never fails: every outcome is a response.
     pub async fn handle(&self, req: ClientRequest, peer: SocketAddr) -> Reply {
         let started = Instant::now();
-        // The clock is read once: the decision's time, and (plus the latency) the event's.
-        let now = now_ms();
+        // The clock is read once: the decision's time (`started` on the wall clock; also when
+        // freshness is judged), and (plus the latency) the event's.
+        let now = now_ms_at(started);
         let policy = self.policy.load_full();
         let client_ip = headers::client_ip(peer, &req.fields, &self.cfg.trusted_proxies);
         let method = method_name(&req.method);
@@ -123,7 +132,8 @@ impl Gateway {
         let mut facts = Facts::default();
         // Formatted once: the rate-limit subject, X-Forwarded-For and the audit event share it.
         let ip = headers::ip_text(client_ip);
-        let (mut resp, reason) = match self.run(req, &policy, now, client_ip, &ip, &mut facts).await {
+        let when = Moment { started, now };
+        let (mut resp, reason) = match self.run(req, &policy, when, client_ip, &ip, &mut facts).await {
             Ok(resp) if facts.stale => (resp, "ok_stale_policy"),
             Ok(resp) => (resp, "ok"),
             Err(deny) => {
@@ -186,11 +196,12 @@ impl Gateway {
         &self,
         req: ClientRequest,
         policy: &Policy,
-        now: u64,
+        when: Moment,
         client_ip: IpAddr,
         ip: &str,
         facts: &mut Facts,
     ) -> Result<Reply, Deny> {
+        let Moment { started, now } = when;
         // An IP the cluster blocked for guessing credentials gets nothing, on any node.
         if !policy.blocked_ips.is_empty() {
             if let Some(until) = policy.blocked_ips.get(&client_ip).copied().filter(|u| *u > now) {
@@ -264,7 +275,7 @@ impl Gateway {
         // Fail closed when this node cannot vouch for its policy: a revoke it has not seen may
         // already have returned elsewhere. Routes that opted into serve_stale go on, and their
         // audit events say so.
-        if !self.fresh.is_fresh() {
+        if !self.fresh.is_fresh_at(started) {
             if !route.serve_stale {
                 return Err(Deny::new(StatusCode::SERVICE_UNAVAILABLE, "stale")
                     .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")));
@@ -362,6 +373,7 @@ impl Gateway {
         };
         let mut resp = forward::forward(
             &self.upstreams,
+            mono_ms_at(started),
             route.name.as_str(),
             &route.upstreams,
             out,

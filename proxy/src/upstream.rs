@@ -155,12 +155,12 @@ impl Upstreams {
 
     /// The first two upstreams of a route to try (a request is tried on two at most): round-robin
     /// start, ejected ones after every healthy one. Only as many are looked up as are needed.
-    pub fn order(&self, route: &str, upstreams: &[String]) -> [Option<Arc<Target>>; 2] {
+    /// `now` is on the monotonic clock ([`mono_ms`]), read by the caller.
+    pub fn order(&self, route: &str, upstreams: &[String], now: u64) -> [Option<Arc<Target>>; 2] {
         let n = upstreams.len();
         // A route with one upstream has no turn to take: no cursor to find and advance (an
         // atomic write to a line every proxy thread shares).
         let start = if n > 1 { self.cursor(route).fetch_add(1, Ordering::Relaxed) } else { 0 };
-        let now = mono_ms();
         let want = n.min(2);
         let mut picked: [Option<Arc<Target>>; 2] = [None, None];
         let mut k = 0;
@@ -200,12 +200,13 @@ impl Upstreams {
         req: &wire::Head<'_>,
         body: Option<Body>,
         replayable: bool,
+        now: u64,
     ) -> Result<Reply, SendError> {
         // Without a declared length a body goes chunked.
         let chunked = body.is_some() && !req.headers.contains(&http::header::CONTENT_LENGTH);
         let (ep, head) = head_for(target, req, chunked)?;
         let method = req.method;
-        if let Some(conn) = checkout(ep.key) {
+        if let Some(conn) = checkout(ep.key, now) {
             match wire::exchange(conn, &head, body, chunked, method, ep.key).await {
                 Err(e) if replayable && e.is_closed_before_response() => {
                     tracing::debug!(upstream = %target.url, error = %e, "pooled connection was closed; sending again");
@@ -285,12 +286,11 @@ fn is_reusable(io: &TcpStream) -> bool {
     matches!(io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-/// The most recently returned live connection to upstream `key`, if any.
-fn checkout(key: u64) -> Option<wire::Conn> {
+/// The most recently returned live connection to upstream `key`, if any (`now`: [`mono_ms`]).
+fn checkout(key: u64, now: u64) -> Option<wire::Conn> {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
         let list = pool.idle.get_mut(&key)?;
-        let now = mono_ms();
         while let Some(idle) = list.pop() {
             if now.saturating_sub(idle.since_ms) > POOL_IDLE_FOR_MS {
                 // The newest is too old: so are the rest.
@@ -356,31 +356,31 @@ mod tests {
     fn round_robin_then_failing_upstream_goes_last() {
         let ups = Upstreams::new(Duration::from_secs(1));
         let targets = vec!["http://a".to_string(), "http://b".to_string()];
-        assert_eq!(names(&ups.order("r", &targets)), ["http://a", "http://b"]);
-        assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
+        assert_eq!(names(&ups.order("r", &targets, mono_ms())), ["http://a", "http://b"]);
+        assert_eq!(names(&ups.order("r", &targets, mono_ms())), ["http://b", "http://a"]);
         // Two failures in a row do not eject; a success in between resets the count.
-        let [Some(a), _] = ups.order("r", &targets) else { panic!("two upstreams, none picked") };
+        let [Some(a), _] = ups.order("r", &targets, mono_ms()) else { panic!("two upstreams, none picked") };
         a.report(false);
         a.report(false);
         a.report(true);
         a.report(false);
         a.report(false);
-        assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
-        assert_eq!(names(&ups.order("r", &targets)), ["http://a", "http://b"]);
+        assert_eq!(names(&ups.order("r", &targets, mono_ms())), ["http://b", "http://a"]);
+        assert_eq!(names(&ups.order("r", &targets, mono_ms())), ["http://a", "http://b"]);
         // The third in a row ejects it: it comes last whatever the cursor says.
         a.report(false);
         for _ in 0..4 {
-            assert_eq!(names(&ups.order("r", &targets)), ["http://b", "http://a"]);
+            assert_eq!(names(&ups.order("r", &targets, mono_ms())), ["http://b", "http://a"]);
         }
         // Routes keep their own cursors; health is per upstream.
-        assert_eq!(names(&ups.order("other", &targets)), ["http://b", "http://a"]);
+        assert_eq!(names(&ups.order("other", &targets, mono_ms())), ["http://b", "http://a"]);
         // A request is tried on two at most: of three, the healthy two come first, in turn.
         let three = vec!["http://a".to_string(), "http://b".to_string(), "http://c".to_string()];
-        assert_eq!(names(&ups.order("three", &three)), ["http://b", "http://c"]);
-        assert_eq!(names(&ups.order("three", &three)), ["http://b", "http://c"]);
-        assert_eq!(names(&ups.order("three", &three)), ["http://c", "http://b"]);
+        assert_eq!(names(&ups.order("three", &three, mono_ms())), ["http://b", "http://c"]);
+        assert_eq!(names(&ups.order("three", &three, mono_ms())), ["http://b", "http://c"]);
+        assert_eq!(names(&ups.order("three", &three, mono_ms())), ["http://c", "http://b"]);
         // One upstream: one candidate, and no cursor kept for it.
-        assert_eq!(names(&ups.order("one", &targets[..1])), ["http://a"]);
+        assert_eq!(names(&ups.order("one", &targets[..1], mono_ms())), ["http://a"]);
         assert!(!ups.cursors.read().unwrap().contains_key("one"));
     }
 
@@ -418,11 +418,11 @@ mod tests {
             }
         });
         let ups = Upstreams::new(Duration::from_secs(1));
-        let [Some(target), _] = ups.order("r", &[url]) else { panic!("one upstream") };
+        let [Some(target), _] = ups.order("r", &[url], mono_ms()) else { panic!("one upstream") };
         let headers = crate::fields::Fields::default();
         let head = wire::Head { method: &http::Method::GET, path_and_query: "/", headers: &headers, added: &[] };
         let ask = || async {
-            let resp = ups.send(&target, &head, None, true).await.unwrap().into_http();
+            let resp = ups.send(&target, &head, None, true, mono_ms()).await.unwrap().into_http();
             let (parts, body) = resp.into_parts();
             (parts.headers, body.collect().await.unwrap().to_bytes())
         };

@@ -120,14 +120,17 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
+/// `now_mono_ms` is the request's start on the monotonic clock ([`crate::clock::mono_ms_at`]),
+/// for the upstreams' ejections and the pool's idle ages.
 pub async fn forward(
     upstreams: &Upstreams,
+    now_mono_ms: u64,
     route: &str,
     targets: &[String],
     out: Outbound<'_>,
     timeout: Duration,
 ) -> Result<Reply, Deny> {
-    let order = upstreams.order(route, targets);
+    let order = upstreams.order(route, targets, now_mono_ms);
     let retryable = out.body.is_none() && is_idempotent(&out.method);
     let deadline = out.body_read_timeout;
     let mut body = out.body.map(|b| {
@@ -147,7 +150,7 @@ pub async fn forward(
             if out.upgrade {
                 upstreams.switch(target, &head).await
             } else {
-                upstreams.send(target, &head, body.take(), retryable).await
+                upstreams.send(target, &head, body.take(), retryable, now_mono_ms).await
             }
         };
         match tokio::time::timeout(timeout, sent).await {
