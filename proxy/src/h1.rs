@@ -248,10 +248,9 @@ fn parse_head(buf: &mut BytesMut, len_max: usize, headers_max: usize) -> Result<
     };
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| Refusal::Malformed)?;
-    let mut headers = Fields::with_capacity(fields.len());
-    for (name, start, end) in fields.drain(..) {
-        headers.append_parsed(name, head.slice(start..end));
-    }
+    // `Uri` drops a fragment without a word; the gateway refuses one, so it is told.
+    let target_with_fragment = head[target.0..target.1].contains(&b'#').then(|| head.slice(target.0..target.1));
+    let headers = Fields::parsed(head, &mut fields, 0);
     crate::fields::give_back(fields);
     let req = ClientRequest {
         method,
@@ -262,8 +261,7 @@ fn parse_head(buf: &mut BytesMut, len_max: usize, headers_max: usize) -> Result<
         fields: headers,
         body: ClientBody::Empty,
         over_tls: false,
-        // `Uri` drops a fragment without a word; the gateway refuses one, so it is told.
-        target_with_fragment: head[target.0..target.1].contains(&b'#').then(|| head.slice(target.0..target.1)),
+        target_with_fragment,
     };
     let keep_alive = !close && (http11 || keep_alive_asked) && framing != BodyFraming::Ambiguous;
     Ok(Some(Parsed { req, framing, keep_alive, expect_continue }))

@@ -476,10 +476,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method, upgrade: bool) -> Result<Opti
     };
     let head = buf.split_to(len).freeze();
     // Room for the fields the gateway adds (the tightest limit, `Deprecation`).
-    let mut out = Fields::with_capacity(fields.len() + 2);
-    for (name, start, end) in fields.drain(..) {
-        out.append_parsed(name, head.slice(start..end));
-    }
+    let out = Fields::parsed(head, &mut fields, 2);
     crate::fields::give_back(fields);
     let resp = ResponseHead { status, fields: out };
     if switched {
