@@ -280,11 +280,15 @@ pub async fn serve<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut out = Vec::with_capacity(1024);
+    // The head's deadline is kept here; the timer is set lazily: it stays at an earlier
+    // deadline, and when that one passes it is set to the current one, if that is still ahead.
+    // So a busy keep-alive connection moves its timer once per timeout, not once per request
+    // (each move takes it out of the runtime's timer wheel and puts it back).
     let head_timer = tokio::time::sleep(settings.header_read_timeout);
     let mut head_timer = pin!(head_timer);
     loop {
         // Read a head.
-        head_timer.as_mut().reset(tokio::time::Instant::now() + settings.header_read_timeout);
+        let head_deadline = tokio::time::Instant::now() + settings.header_read_timeout;
         let parsed = loop {
             // (An empty buffer, the usual state between keep-alive requests, is not parsed.)
             match if buf.is_empty() {
@@ -307,6 +311,10 @@ pub async fn serve<IO>(
                 // A head that began and did not finish gets 408 and an audit event, as nginx
                 // answers one; an idle keep-alive connection just closes.
                 () = &mut head_timer => {
+                    if tokio::time::Instant::now() < head_deadline {
+                        head_timer.as_mut().reset(head_deadline);
+                        continue;
+                    }
                     tracing::debug!(%peer, "request head not received in time");
                     if !buf.is_empty() {
                         refuse(&mut io, &gateway, peer, Refusal::Timeout, &mut out).await;
