@@ -60,7 +60,9 @@ impl WallClock {
         // Each proxy thread asks for every request; within a millisecond the answer only moves
         // with the monotonic clock, so the wall clock (another clock read, and the skew hook's
         // check) is consulted once a millisecond. The mark is a plain store: two threads that
-        // both read the wall clock in the same millisecond agree through `offset`.
+        // both read the wall clock in the same millisecond agree through `offset`. Both loads
+        // are relaxed, so the mark can be seen before the first offset is: a thread that finds
+        // no offset yet reads the wall clock itself rather than answer from nothing.
         let mut seen = self.offset.load(Ordering::Relaxed);
         if self.wall_read_at.load(Ordering::Relaxed) != mono + 1 || seen == i64::MIN {
             let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
