@@ -12,14 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::atomic::Ordering;
 
-use raftgate_proxy::audit::{AuditEvent, AuditQueue, AuditStats};
+use raftgate_proxy::audit::{AuditEvent, AuditQueue, AuditReceiver, AuditStats};
 use raftgate_raft::cluster::Cluster;
 use raftgate_raft::network::client::RpcFailure;
 use raftgate_raft::network::server::{open, open_from, reply};
 use raftgate_storage::{AuditLog, ChainHead};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use crate::admin::{AdminState, ApiError};
 
@@ -184,7 +183,7 @@ const RETRY_INTERVAL_MAX: Duration = Duration::from_secs(1);
 /// scheduler were 15 % of the writer's CPU, docs/benchmarks.md, session 17).
 pub fn spawn_writer(
     log: Arc<AuditLog>,
-    rx: mpsc::Receiver<AuditEvent>,
+    rx: AuditReceiver,
     stats: Arc<AuditStats>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("audit-writer".into()).spawn(move || writer(&log, rx, &stats))
@@ -194,10 +193,14 @@ pub fn spawn_writer(
 /// refuses is kept and retried (backing off to once a second) before anything more is taken
 /// from the queue, so a full or failing audit disk costs the queue's bound in memory and then
 /// counted drops, never a silent loss.
-fn writer(log: &AuditLog, mut rx: mpsc::Receiver<AuditEvent>, stats: &AuditStats) {
+fn writer(log: &AuditLog, mut rx: AuditReceiver, stats: &AuditStats) {
     let mut held = Held::default();
+    // Events taken from the queue, encoded into `held` and dropped straight away; the buffer is
+    // kept for the next batch.
+    let mut taken = Vec::with_capacity(WRITE_BATCH_LEN_MAX);
     let mut retry_in = WRITE_INTERVAL;
-    let mut closed = false;
+    // Every sender is gone and the queue is empty.
+    let mut finished = false;
     // A backlog is drained batch after batch; the tick paces the writer only once it has caught
     // up. Waiting for the tick after every full batch capped the writer at a batch per tick,
     // and a flood of refused requests (every one audited) outran it: measured, 73,852 events
@@ -220,21 +223,10 @@ fn writer(log: &AuditLog, mut rx: mpsc::Receiver<AuditEvent>, stats: &AuditStats
         }
         backlog = false;
         if held.is_empty() {
-            loop {
-                match rx.try_recv() {
-                    Ok(e) => {
-                        held.push(&e);
-                        if held.len() == WRITE_BATCH_LEN_MAX {
-                            backlog = true;
-                            break;
-                        }
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        closed = true;
-                        break;
-                    }
-                }
+            finished = !rx.take(&mut taken, WRITE_BATCH_LEN_MAX);
+            backlog = taken.len() == WRITE_BATCH_LEN_MAX;
+            for e in taken.drain(..) {
+                held.push(&e);
             }
         }
         if !held.is_empty() {
@@ -249,9 +241,9 @@ fn writer(log: &AuditLog, mut rx: mpsc::Receiver<AuditEvent>, stats: &AuditStats
                     if errors.is_power_of_two() || retry_in >= RETRY_INTERVAL_MAX {
                         tracing::error!(error = %e, errors, held = held.len(), "audit write failed; retrying");
                     }
-                    if closed {
+                    if rx.is_closed() {
                         // Shutting down with the store refusing: these are lost, and counted.
-                        stats.dropped.fetch_add(held.len() as u64, Ordering::Relaxed);
+                        stats.dropped.fetch_add((held.len() + rx.len()) as u64, Ordering::Relaxed);
                         return;
                     }
                     std::thread::sleep(retry_in);
@@ -260,7 +252,7 @@ fn writer(log: &AuditLog, mut rx: mpsc::Receiver<AuditEvent>, stats: &AuditStats
                 }
             }
         }
-        if closed && held.is_empty() {
+        if finished {
             return;
         }
     }

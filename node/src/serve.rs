@@ -89,7 +89,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let audit_log =
         Arc::new(raftgate_storage::AuditLog::open(&config.data_dir.join("audit")).context("opening the audit store")?);
-    let (audit_queue, audit_rx) = AuditQueue::new(AUDIT_QUEUE_LEN_MAX);
+    // A shard of the audit queue for each proxy thread (see `AuditQueue::claim`).
+    let proxy_threads = raftgate_proxy::server::thread_count(config.proxy_threads);
+    let (audit_queue, audit_rx) = AuditQueue::new(AUDIT_QUEUE_LEN_MAX, proxy_threads);
     let audit_writer = crate::audit::spawn_writer(audit_log.clone(), audit_rx, audit_queue.stats_handle())
         .context("starting the audit writer")?;
     let fresh = Arc::new(Freshness::new());
@@ -136,7 +138,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         header_read_timeout: Duration::from_millis(config.proxy_header_read_timeout_ms),
         idle_timeout: Duration::from_millis(config.proxy_idle_timeout_ms),
         connections_per_ip_max: config.proxy_connections_per_ip_max,
-        threads: config.proxy_threads,
+        threads: proxy_threads,
         ..ServerConfig::default()
     };
     let proxy_server = tokio::spawn(raftgate_proxy::server::serve_threads(

@@ -1,5 +1,13 @@
 //! Audit events and the bounded queue that takes them off the request path.
 //!
+//! The queue is sharded: each proxy thread records into a shard of its own (claimed when the
+//! thread starts, [`AuditQueue::claim`]), and every other thread (the admin API, alerts) into one
+//! shard they share. A shard is a mutex-guarded buffer that only its own thread and, once a
+//! tick, the writer touch, so recording an event takes an uncontended lock on a cache line the
+//! recording core already holds. A single channel shared by every thread had each request's
+//! event move several contended cache lines between the cores (its permit count, its tail,
+//! its slot flags).
+//!
 //! Overflow policy: when the queue is full the newest event is dropped and counted
 //! (`raftgate_audit_dropped`), and a warning is logged at most once a second. The request
 //! is never delayed by the audit trail. The writer behind the queue (in `node`) hash-chains the
@@ -10,11 +18,12 @@
 //! without being counted.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 /// Queue length: at 20k requests/s this is three seconds of events, enough to ride out a slow
 /// disk without holding unbounded memory (~64k × ~300 B ≈ 20 MB).
@@ -60,52 +69,271 @@ pub struct AuditEvent {
 /// The sending side, cloned into every request handler.
 #[derive(Clone)]
 pub struct AuditQueue {
-    tx: mpsc::Sender<AuditEvent>,
+    shared: Arc<Shared>,
+    /// Held by every sender and by no receiver: the receiver sees the queue closed once the
+    /// last sender is gone.
+    _open: Arc<()>,
+}
+
+/// The receiving side, for the writer.
+pub struct AuditReceiver {
+    shared: Arc<Shared>,
+    open: Weak<()>,
+    /// An empty buffer, swapped into a shard when the writer takes all of that shard's events.
+    spare: VecDeque<AuditEvent>,
+    /// The shard the next take starts at, so that under a backlog no shard waits behind the
+    /// others for long.
+    start: usize,
+}
+
+struct Shared {
+    shards: Box<[Shard]>,
+    /// The most events the shards hold together.
+    len_max: usize,
+    /// A shard holding fewer than this takes an event without looking at the others.
+    share: usize,
     stats: Arc<AuditStats>,
 }
+
+/// One thread's part of the queue. Aligned to two cache lines so that no two shards share one
+/// (nor the lines the hardware prefetches in pairs).
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard {
+    events: Mutex<VecDeque<AuditEvent>>,
+    /// `events.len()`, readable without the lock: the queue's depth and the overflow check.
+    len: AtomicUsize,
+}
+
+thread_local! {
+    /// The shard this thread records into, as claimed; `usize::MAX` (the shared shard) if none.
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The largest buffer kept for reuse between takes: a backlog's capacity is given back.
+const SPARE_CAPACITY_MAX: usize = 16_384;
 
 #[derive(Debug, Default)]
 pub struct AuditStats {
     pub dropped: AtomicU64,
     /// Failed writes to the audit store (each retried).
     pub write_errors: AtomicU64,
-    pub enqueued: AtomicU64,
     last_warn_s: AtomicU64,
 }
 
 impl AuditQueue {
-    /// A queue and its receiving end, for the writer (a thread of its own, in `node`).
-    pub fn new(len: usize) -> (Self, mpsc::Receiver<AuditEvent>) {
-        let (tx, rx) = mpsc::channel(len);
-        (Self { tx, stats: Arc::default() }, rx)
+    /// A queue holding at most `len_max` events, with shards of their own for `threads`
+    /// recording threads (the proxy threads; see [`AuditQueue::claim`]) and one for every other
+    /// thread, and its receiving end, for the writer (a thread of its own, in `node`).
+    pub fn new(len_max: usize, threads: usize) -> (Self, AuditReceiver) {
+        let shards: Box<[Shard]> = (0..=threads).map(|_| Shard::default()).collect();
+        let share = len_max / shards.len();
+        let shared = Arc::new(Shared { shards, len_max, share, stats: Arc::default() });
+        let open = Arc::new(());
+        let rx =
+            AuditReceiver { shared: shared.clone(), open: Arc::downgrade(&open), spare: VecDeque::new(), start: 0 };
+        (Self { shared, _open: open }, rx)
+    }
+
+    /// Makes the calling thread record into shard `i` from now on: one of the `threads` given
+    /// to [`AuditQueue::new`], which no other thread should claim. A thread that claims none,
+    /// or one beyond them, records into the shard every such thread shares. The claim is the
+    /// thread's (a thread-local), so it holds for any queue the thread records into.
+    pub fn claim(&self, i: usize) {
+        SHARD.with(|s| s.set(i));
     }
 
     pub fn record(&self, event: AuditEvent) {
-        match self.tx.try_send(event) {
-            Ok(()) => {
-                self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        let shared = &*self.shared;
+        let shard = &shared.shards[SHARD.with(Cell::get).min(shared.shards.len() - 1)];
+        let mut events = shard.events.lock().unwrap_or_else(PoisonError::into_inner);
+        // Within its share a shard needs no look at the others; past it, the queue is full
+        // only when all of them together are. (Threads recording at once can each see room for
+        // one more: the bound can be passed by at most one event a thread.)
+        if events.len() >= shared.share && shared.depth() >= shared.len_max {
+            drop(events);
+            let dropped = shared.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let now_s = crate::clock::now_ms() / 1000;
+            if shared.stats.last_warn_s.swap(now_s, Ordering::Relaxed) != now_s {
+                tracing::warn!(dropped, "audit queue full: events are being dropped");
             }
-            Err(_) => {
-                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                let now_s = crate::clock::now_ms() / 1000;
-                if self.stats.last_warn_s.swap(now_s, Ordering::Relaxed) != now_s {
-                    tracing::warn!(dropped, "audit queue full: events are being dropped");
-                }
-            }
+            return;
         }
+        events.push_back(event);
+        shard.len.store(events.len(), Ordering::Relaxed);
     }
 
+    /// Events waiting in the queue (not those the writer has taken).
     pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.shared.depth()
     }
 
     pub fn stats(&self) -> &AuditStats {
-        &self.stats
+        &self.shared.stats
     }
 
     /// The figures, shared with the writer (which must not hold a sender: the queue closes
     /// when the last sender goes).
     pub fn stats_handle(&self) -> Arc<AuditStats> {
-        self.stats.clone()
+        self.shared.stats.clone()
+    }
+}
+
+impl Shared {
+    fn depth(&self) -> usize {
+        self.shards.iter().map(|s| s.len.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl AuditReceiver {
+    /// Moves up to `max` waiting events to the end of `out`, each thread's in the order it
+    /// recorded them. Returns `false` once every sender is gone and this take found every
+    /// shard empty: nothing more will come.
+    pub fn take(&mut self, out: &mut Vec<AuditEvent>, max: usize) -> bool {
+        // The last sender's drop releases the count; this acquire makes every event it
+        // recorded before visible below.
+        let closed = self.open.strong_count() == 0;
+        fence(Ordering::Acquire);
+        let before = out.len();
+        let n = self.shared.shards.len();
+        for k in 0..n {
+            let room = max.saturating_sub(out.len() - before);
+            if room == 0 {
+                break;
+            }
+            let shard = &self.shared.shards[(self.start + k) % n];
+            // An empty shard is skipped without its lock; a stale zero only leaves its
+            // events for the next take (and once closed, every shard is locked).
+            if !closed && shard.len.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut events = shard.events.lock().unwrap_or_else(PoisonError::into_inner);
+            if events.len() <= room {
+                // All of them: the shard gets the empty buffer, and the lock is held for a swap.
+                std::mem::swap(&mut *events, &mut self.spare);
+                shard.len.store(0, Ordering::Relaxed);
+                drop(events);
+                out.extend(self.spare.drain(..));
+                self.spare.shrink_to(SPARE_CAPACITY_MAX);
+            } else {
+                out.extend(events.drain(..room));
+                shard.len.store(events.len(), Ordering::Relaxed);
+            }
+        }
+        self.start = (self.start + 1) % n;
+        !(closed && out.len() == before)
+    }
+
+    /// Every sender is gone: nothing more will be recorded (some may still wait to be taken).
+    pub fn is_closed(&self) -> bool {
+        self.open.strong_count() == 0
+    }
+
+    /// Events waiting in the queue.
+    pub fn len(&self) -> usize {
+        self.shared.depth()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(ts_ms: u64) -> AuditEvent {
+        AuditEvent {
+            ts_ms,
+            node_id: 1,
+            kind: Cow::Borrowed("access"),
+            decision: Cow::Borrowed("allow"),
+            reason: Cow::Borrowed("ok"),
+            key_id: None,
+            consumer: None,
+            route: None,
+            method: Cow::Borrowed("GET"),
+            path: "/".into(),
+            raw_path: None,
+            status: 200,
+            latency_us: 1,
+            client_ip: "127.0.0.1".into(),
+            policy_version: 1,
+            bytes_in: None,
+            bytes_out: None,
+        }
+    }
+
+    #[test]
+    fn every_thread_gets_its_events_through_in_order() {
+        let (q, mut rx) = AuditQueue::new(1000, 2);
+        // Two threads with shards of their own, and one (this) on the shared shard.
+        std::thread::scope(|s| {
+            for i in 0..2 {
+                let q = q.clone();
+                s.spawn(move || {
+                    q.claim(i);
+                    (0..100).for_each(|n| q.record(event(i as u64 * 1000 + n)));
+                });
+            }
+        });
+        (0..100).for_each(|n| q.record(event(5000 + n)));
+        assert_eq!(q.depth(), 300);
+        let mut out = Vec::new();
+        assert!(rx.take(&mut out, 1000));
+        assert_eq!(out.len(), 300);
+        assert_eq!(q.depth(), 0);
+        for base in [0, 1000, 5000] {
+            let mine: Vec<u64> = out.iter().map(|e| e.ts_ms).filter(|t| (base..base + 100).contains(t)).collect();
+            assert_eq!(mine, (base..base + 100).collect::<Vec<_>>(), "thread {base}'s events, in order");
+        }
+    }
+
+    #[test]
+    fn a_take_stops_at_its_limit_and_the_next_goes_on_from_there() {
+        let (q, mut rx) = AuditQueue::new(1000, 1);
+        (0..10).for_each(|n| q.record(event(n)));
+        let mut out = Vec::new();
+        assert!(rx.take(&mut out, 4));
+        assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(q.depth(), 6);
+        out.clear();
+        assert!(rx.take(&mut out, 100));
+        assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [4, 5, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_newest_and_counts_it() {
+        let (q, mut rx) = AuditQueue::new(10, 1);
+        // One busy thread may use the whole bound, not only its shard's share of it.
+        (0..15).for_each(|n| q.record(event(n)));
+        assert_eq!(q.depth(), 10);
+        assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 5);
+        let mut out = Vec::new();
+        rx.take(&mut out, 100);
+        assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        // Room again once the writer has taken them.
+        q.record(event(99));
+        assert_eq!(q.depth(), 1);
+        assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn the_queue_is_finished_only_when_every_sender_is_gone_and_it_is_empty() {
+        let (q, mut rx) = AuditQueue::new(100, 1);
+        let mut out = Vec::new();
+        assert!(rx.take(&mut out, 100), "open and empty: more may come");
+        q.record(event(1));
+        let q2 = q.clone();
+        drop(q);
+        assert!(!rx.is_closed());
+        q2.record(event(2));
+        drop(q2);
+        assert!(rx.is_closed());
+        assert!(rx.take(&mut out, 1), "closed, but an event was still there");
+        assert!(rx.take(&mut out, 1));
+        assert!(!rx.take(&mut out, 1), "closed and empty");
+        assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [1, 2]);
     }
 }

@@ -125,6 +125,15 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// The proxy threads to start for a configured count: 0 is one per CPU.
+pub fn thread_count(configured: usize) -> usize {
+    if configured == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        configured
+    }
+}
+
 /// Serves on `threads` dedicated threads, each a single-threaded runtime: a request, its
 /// upstream connection and its response stay on one thread (no cross-thread wake-ups on the
 /// hot path), and data-plane load cannot starve the runtime that runs Raft heartbeats.
@@ -140,8 +149,7 @@ pub async fn serve_threads(
     cfg: ServerConfig,
     shutdown: watch::Receiver<bool>,
 ) {
-    let threads =
-        if cfg.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.threads };
+    let threads = thread_count(cfg.threads);
     let permits = Arc::new(Semaphore::new(cfg.connections_max));
     let per_ip = Arc::new(PerIp::default());
     let (queues, receivers): (Vec<_>, Vec<_>) = (0..threads).map(|_| mpsc::unbounded_channel::<Accepted>()).unzip();
@@ -154,6 +162,8 @@ pub async fn serve_threads(
         let (gateway, cfg, shutdown) = (gateway.clone(), cfg.clone(), shutdown.clone());
         let spawned = std::thread::Builder::new().name(format!("proxy-{i}")).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("proxy runtime");
+            // This thread's events go to an audit queue shard of its own.
+            gateway.audit_queue().claim(i);
             rt.block_on(async move {
                 if let Some(a) = acceptor {
                     tokio::spawn(a.run(gateway.clone(), cfg.connections_per_ip_max, shutdown.clone()));
