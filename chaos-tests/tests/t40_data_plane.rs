@@ -604,6 +604,45 @@ async fn every_decision_is_audited_without_secrets() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
 }
 
+/// An audit writer that stops on a bug (here an injected panic in the audit store's write)
+/// costs the audit trail, never a request: every event it will not store is counted as
+/// dropped (the batch it held, those queued, and every one after), and the node says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_audit_writer_drops_and_counts_every_event() {
+    let c = TestCluster::start_with_faults(1, &[]).await.unwrap();
+    c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let up = EchoUpstream::start().await;
+    let f = install(&c, &up.url()).await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let proxy = c.nodes[&1].proxy_url();
+    assert_eq!(c.metric(1, "raftgate_audit_writer_up").await, Some(1.0));
+    let before = c.metric(1, "raftgate_audit_dropped").await.unwrap();
+    c.nodes[&1].set_disk_fault("audit-panic");
+    // Bounded: 40 requests, 5 ms apart, so some meet the writer before it stops and some after.
+    let sent = 40;
+    for i in 0..sent {
+        let r = http.get(format!("{proxy}/orders/after-{i}")).bearer_auth(&f.reader_key).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}: the node serves on without its writer");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let down = chaos_tests::scenario::wait_until(Duration::from_secs(10), || async {
+        c.metric(1, "raftgate_audit_writer_up").await == Some(0.0)
+    })
+    .await;
+    assert!(down.is_some(), "raftgate_audit_writer_up stays 1 after the writer panicked");
+    let dropped = c.metric(1, "raftgate_audit_dropped").await.unwrap() - before;
+    assert!(dropped >= f64::from(sent), "{sent} requests after the fault, {dropped} counted as dropped");
+    // And none of them was stored.
+    let (_, audit) = c.get(1, "/v1/audit?limit=1000&local=true").await.unwrap();
+    let stored = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["path"].as_str().is_some_and(|p| p.starts_with("/orders/after-")))
+        .count();
+    assert_eq!(stored, 0, "events after the fault were stored");
+}
+
 /// HTTP/2 without TLS (prior knowledge, h2c): the same decisions as over HTTP/1.1, and several
 /// requests multiplexed on one connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

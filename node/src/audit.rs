@@ -186,18 +186,31 @@ pub fn spawn_writer(
     rx: AuditReceiver,
     stats: Arc<AuditStats>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("audit-writer".into()).spawn(move || writer(&log, rx, &stats))
+    std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
+        let (mut held, mut taken) = (Held::default(), Vec::with_capacity(WRITE_BATCH_LEN_MAX));
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            writer(&log, rx, &stats, &mut held, &mut taken);
+        }));
+        if let Err(panic) = run {
+            // A bug. The queue's receiver, dropped in the unwind, counted what was queued and
+            // counts everything recorded from now on; the batch in hand is counted here.
+            let lost = held.len() + taken.len();
+            stats.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+            tracing::error!(lost, "the audit writer panicked: audit events are being dropped (and counted)");
+            std::panic::resume_unwind(panic);
+        }
+    })
 }
 
 /// Drains the queue into the store until the queue closes and is empty. A batch the store
 /// refuses is kept and retried (backing off to once a second) before anything more is taken
 /// from the queue, so a full or failing audit disk costs the queue's bound in memory and then
 /// counted drops, never a silent loss.
-fn writer(log: &AuditLog, mut rx: AuditReceiver, stats: &AuditStats) {
-    let mut held = Held::default();
-    // Events taken from the queue, encoded into `held` and dropped straight away; the buffer is
-    // kept for the next batch.
-    let mut taken = Vec::with_capacity(WRITE_BATCH_LEN_MAX);
+///
+/// `held` (encoded events waiting for the store) and `taken` (events taken from the queue, encoded
+/// into `held` and dropped straight away) are the caller's, so that what they hold can be
+/// counted if the writer panics; both buffers are reused batch after batch.
+fn writer(log: &AuditLog, mut rx: AuditReceiver, stats: &AuditStats, held: &mut Held, taken: &mut Vec<AuditEvent>) {
     let mut retry_in = WRITE_INTERVAL;
     // Every sender is gone and the queue is empty.
     let mut finished = false;
@@ -223,7 +236,7 @@ fn writer(log: &AuditLog, mut rx: AuditReceiver, stats: &AuditStats) {
         }
         backlog = false;
         if held.is_empty() {
-            finished = !rx.take(&mut taken, WRITE_BATCH_LEN_MAX);
+            finished = !rx.take(taken, WRITE_BATCH_LEN_MAX);
             backlog = taken.len() == WRITE_BATCH_LEN_MAX;
             for e in taken.drain(..) {
                 held.push(&e);
@@ -242,8 +255,9 @@ fn writer(log: &AuditLog, mut rx: AuditReceiver, stats: &AuditStats) {
                         tracing::error!(error = %e, errors, held = held.len(), "audit write failed; retrying");
                     }
                     if rx.is_closed() {
-                        // Shutting down with the store refusing: these are lost, and counted.
-                        stats.dropped.fetch_add((held.len() + rx.len()) as u64, Ordering::Relaxed);
+                        // Shutting down with the store refusing: these are lost, and counted (the
+                        // receiver's drop counts those still queued).
+                        stats.dropped.fetch_add(held.len() as u64, Ordering::Relaxed);
                         return;
                     }
                     std::thread::sleep(retry_in);

@@ -14,8 +14,9 @@
 //! events into the node's append-only audit store. When the store cannot be written (a full or
 //! failing disk), the writer keeps the batch it holds and retries it, counting each failure
 //! (`raftgate_audit_write_errors`); it takes nothing more from the queue meanwhile, so
-//! the queue fills and further events meet the overflow policy above. Nothing is dropped
-//! without being counted.
+//! the queue fills and further events meet the overflow policy above. If the writer stops
+//! altogether (a bug: it panicked), the events it held and those still queued are counted as
+//! dropped, and so is every event recorded after. Nothing is dropped without being counted.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -92,6 +93,9 @@ struct Shared {
     len_max: usize,
     /// A shard holding fewer than this takes an event without looking at the others.
     share: usize,
+    /// The receiver is gone (the writer stopped): events are counted as dropped, not queued.
+    /// Written once; read on every record, it stays in every core's cache.
+    receiver_gone: std::sync::atomic::AtomicBool,
     stats: Arc<AuditStats>,
 }
 
@@ -128,7 +132,7 @@ impl AuditQueue {
     pub fn new(len_max: usize, threads: usize) -> (Self, AuditReceiver) {
         let shards: Box<[Shard]> = (0..=threads).map(|_| Shard::default()).collect();
         let share = len_max / shards.len();
-        let shared = Arc::new(Shared { shards, len_max, share, stats: Arc::default() });
+        let shared = Arc::new(Shared { shards, len_max, share, receiver_gone: false.into(), stats: Arc::default() });
         let open = Arc::new(());
         let rx =
             AuditReceiver { shared: shared.clone(), open: Arc::downgrade(&open), spare: VecDeque::new(), start: 0 };
@@ -149,18 +153,27 @@ impl AuditQueue {
         let mut events = shard.events.lock().unwrap_or_else(PoisonError::into_inner);
         // Within its share a shard needs no look at the others; past it, the queue is full
         // only when all of them together are. (Threads recording at once can each see room for
-        // one more: the bound can be passed by at most one event a thread.)
-        if events.len() >= shared.share && shared.depth() >= shared.len_max {
+        // one more: the bound can be passed by at most one event a thread.) The flag is read
+        // under the lock, so an event is either queued before the receiver's drop counts what
+        // is left, or counted here.
+        let full = events.len() >= shared.share && shared.depth() >= shared.len_max;
+        if full || shared.receiver_gone.load(Ordering::Relaxed) {
             drop(events);
             let dropped = shared.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             let now_s = crate::clock::now_ms() / 1000;
             if shared.stats.last_warn_s.swap(now_s, Ordering::Relaxed) != now_s {
-                tracing::warn!(dropped, "audit queue full: events are being dropped");
+                let why = if full { "audit queue full" } else { "audit writer stopped" };
+                tracing::warn!(dropped, "{why}: events are being dropped");
             }
             return;
         }
         events.push_back(event);
         shard.len.store(events.len(), Ordering::Relaxed);
+    }
+
+    /// The writer has stopped (its receiver is gone): every event is now dropped and counted.
+    pub fn writer_stopped(&self) -> bool {
+        self.shared.receiver_gone.load(Ordering::Relaxed)
     }
 
     /// Events waiting in the queue (not those the writer has taken).
@@ -228,14 +241,26 @@ impl AuditReceiver {
     pub fn is_closed(&self) -> bool {
         self.open.strong_count() == 0
     }
+}
 
-    /// Events waiting in the queue.
-    pub fn len(&self) -> usize {
-        self.shared.depth()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// With the receiver gone nothing will store what is queued: it is counted as dropped, and so
+/// is every event recorded from now on (`AuditQueue::record`).
+impl Drop for AuditReceiver {
+    fn drop(&mut self) {
+        // Set before any shard is locked below: a record that takes a shard's lock after this
+        // drop has sees it through that lock, and one before left its event to be counted here.
+        self.shared.receiver_gone.store(true, Ordering::Relaxed);
+        let mut lost = 0;
+        for shard in self.shared.shards.iter() {
+            let mut events = shard.events.lock().unwrap_or_else(PoisonError::into_inner);
+            lost += events.len();
+            events.clear();
+            shard.len.store(0, Ordering::Relaxed);
+        }
+        self.shared.stats.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+        if lost > 0 {
+            tracing::error!(lost, "the audit writer stopped with events queued: they are counted as dropped");
+        }
     }
 }
 
@@ -317,6 +342,18 @@ mod tests {
         q.record(event(99));
         assert_eq!(q.depth(), 1);
         assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn events_the_writer_will_never_take_are_counted_as_dropped() {
+        let (q, rx) = AuditQueue::new(100, 1);
+        (0..3).for_each(|n| q.record(event(n)));
+        drop(rx);
+        assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 3, "the queued ones");
+        q.record(event(3));
+        assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 4, "and each one after");
+        assert_eq!(q.depth(), 0);
+        assert!(q.writer_stopped());
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!   machine batch), `install` (a snapshot install).
 //! - `audit-eio` or `audit-delay <ms>`: only the audit store's writes fail or slow down (an
 //!   audit disk that is full or slow while the Raft store is fine).
+//! - `audit-panic`: the audit store's next write panics, before it takes any lock, as a bug in
+//!   the audit writer would (it stops; what it would have stored is counted as dropped).
 //!
 //! A slow write blocks the calling thread, exactly as RocksDB's own synced write does.
 
@@ -77,6 +79,7 @@ enum Fault {
     CrashAfter(String),
     AuditEio,
     AuditDelay(Duration),
+    AuditPanic,
 }
 
 fn parse(text: &str) -> Option<Fault> {
@@ -89,6 +92,7 @@ fn parse(text: &str) -> Option<Fault> {
         "crash-after" => words.next().map(|p| Fault::CrashAfter(p.to_string())),
         "audit-eio" => Some(Fault::AuditEio),
         "audit-delay" => words.next()?.parse().ok().map(|ms| Fault::AuditDelay(Duration::from_millis(ms))),
+        "audit-panic" => Some(Fault::AuditPanic),
         _ => None,
     }
 }
@@ -120,6 +124,9 @@ pub(crate) fn before(point: Point) -> Result<(), std::io::Error> {
             std::thread::sleep(d);
             Ok(())
         }
+        Some(Fault::AuditPanic) if point == Point::Audit => {
+            panic!("injected panic in an audit store write (RAFTGATE_DISK_FAULTS)")
+        }
         Some(_) => Ok(()),
     }
 }
@@ -150,5 +157,6 @@ mod tests {
         assert_eq!(parse("crash-before"), None);
         assert_eq!(parse("audit-eio"), Some(Fault::AuditEio));
         assert_eq!(parse("audit-delay 50"), Some(Fault::AuditDelay(Duration::from_millis(50))));
+        assert_eq!(parse("audit-panic"), Some(Fault::AuditPanic));
     }
 }

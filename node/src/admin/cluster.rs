@@ -167,7 +167,18 @@ pub async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     gauge(&mut registry, "consumers", "Consumers in the replicated state", v.policy.consumers.len() as i64);
     let (depth, dropped, write_errors) = crate::audit::queue_figures(&state.audit_queue);
     gauge(&mut registry, "audit_queue_depth", "Audit events waiting to be written", depth);
-    gauge(&mut registry, "audit_dropped", "Audit events dropped because the queue was full (total)", dropped);
+    gauge(
+        &mut registry,
+        "audit_dropped",
+        "Audit events dropped and counted: the queue was full, or the audit writer had stopped (total)",
+        dropped,
+    );
+    gauge(
+        &mut registry,
+        "audit_writer_up",
+        "1 while the audit writer runs; 0 once it has stopped on a bug (every event is then dropped)",
+        i64::from(!state.audit_queue.writer_stopped()),
+    );
     gauge(
         &mut registry,
         "audit_write_errors",
