@@ -669,7 +669,10 @@ impl AuditLog {
 
     /// The head as of the last append.
     pub fn head(&self) -> Head {
-        self.appender.lock().expect("audit head lock").head
+        // Poisoned only by a panic inside `append`, which stops the writer. `head` is set only
+        // after a write returned, so it is still the stored chain's head, and the node's
+        // metrics (which read it) keep answering, raftgate_audit_writer_up = 0 among them.
+        self.appender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).head
     }
 
     /// The head as of the last append, once it is on disk: syncs the log first if the last
