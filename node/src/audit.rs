@@ -472,8 +472,9 @@ pub async fn verify(State(state): State<AdminState>, _c: crate::admin::AdminCall
 /// The last record older than `cutoff_ms`, from the records' own timestamps (found by
 /// bisection: records are appended in time order, to within the few milliseconds a batch
 /// spans, or under a backlog the seconds the backlog spans, as the writer takes each proxy
-/// thread's events in turn; so a retention cut can be off by that much). A record that cannot be read is taken for a new one; [`AuditLog::prune_through`]
-/// then stops before it in any case, since it does not verify.
+/// thread's events in turn; so a retention cut can be off by that much). A record that cannot
+/// be read is taken for a new one; [`AuditLog::prune_through`] then stops before it in any
+/// case, since it does not verify.
 pub fn last_older_than(log: &AuditLog, cutoff_ms: u64) -> Result<Option<u64>, raftgate_storage::AuditError> {
     let (mut lo, mut hi) = (log.base()?.seq + 1, log.last_seq());
     let ts = |seq: u64| -> Result<u64, raftgate_storage::AuditError> {

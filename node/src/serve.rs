@@ -230,8 +230,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop(gateway);
     match tokio::time::timeout(SHUTDOWN_GRACE, tokio::task::spawn_blocking(move || audit_writer.join())).await {
         Err(_) => tracing::warn!("audit writer did not finish flushing in time"),
-        // It stopped early (a bug): the batch it held and the events still queued then were
-        // lost; every event recorded after that was counted in `raftgate_audit_dropped`.
+        // It stopped early (a bug): the batch it held, the events still queued then and every
+        // event recorded after were counted in `raftgate_audit_dropped` (it said so then).
         Ok(Ok(Err(_))) => tracing::error!("the audit writer had stopped on a panic"),
         Ok(_) => {}
     }
