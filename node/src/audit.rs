@@ -187,14 +187,12 @@ pub fn spawn_writer(
     stats: Arc<AuditStats>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
-        let (mut held, mut taken) = (Held::default(), Vec::with_capacity(WRITE_BATCH_LEN_MAX));
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            writer(&log, rx, &stats, &mut held, &mut taken);
-        }));
+        let mut held = Held::default();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer(&log, rx, &stats, &mut held)));
         if let Err(panic) = run {
             // A bug. The queue's receiver, dropped in the unwind, counted what was queued and
             // counts everything recorded from now on; the batch in hand is counted here.
-            let lost = held.len() + taken.len();
+            let lost = held.len();
             stats.dropped.fetch_add(lost as u64, Ordering::Relaxed);
             tracing::error!(lost, "the audit writer panicked: audit events are being dropped (and counted)");
             std::panic::resume_unwind(panic);
@@ -207,10 +205,9 @@ pub fn spawn_writer(
 /// from the queue, so a full or failing audit disk costs the queue's bound in memory and then
 /// counted drops, never a silent loss.
 ///
-/// `held` (encoded events waiting for the store) and `taken` (events taken from the queue, encoded
-/// into `held` and dropped straight away) are the caller's, so that what they hold can be
-/// counted if the writer panics; both buffers are reused batch after batch.
-fn writer(log: &AuditLog, mut rx: AuditReceiver, stats: &AuditStats, held: &mut Held, taken: &mut Vec<AuditEvent>) {
+/// `held` (the events taken from the queue, encoded, waiting for the store; reused batch after
+/// batch) is the caller's, so that what it holds can be counted if the writer panics.
+fn writer(log: &AuditLog, mut rx: AuditReceiver, stats: &AuditStats, held: &mut Held) {
     let mut retry_in = WRITE_INTERVAL;
     // Every sender is gone and the queue is empty.
     let mut finished = false;
@@ -236,11 +233,9 @@ fn writer(log: &AuditLog, mut rx: AuditReceiver, stats: &AuditStats, held: &mut 
         }
         backlog = false;
         if held.is_empty() {
-            finished = !rx.take(taken, WRITE_BATCH_LEN_MAX);
-            backlog = taken.len() == WRITE_BATCH_LEN_MAX;
-            for e in taken.drain(..) {
-                held.push(&e);
-            }
+            let taken = rx.take(WRITE_BATCH_LEN_MAX, |e| held.push(&e));
+            finished = taken.is_none();
+            backlog = taken == Some(WRITE_BATCH_LEN_MAX);
         }
         if !held.is_empty() {
             match log.append(held.iter()) {

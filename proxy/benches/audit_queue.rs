@@ -75,12 +75,10 @@ fn round(mode: Mode) -> (f64, u64) {
     let writer = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let (mut taken, mut n) = (Vec::new(), 0u64);
+            let mut n = 0u64;
             loop {
                 let last = stop.load(Ordering::Relaxed);
-                rx.take(&mut taken, 4096);
-                n += taken.len() as u64;
-                taken.clear();
+                n += rx.take(4096, drop).unwrap_or(0) as u64;
                 for _ in 0..4096 {
                     match chan.try_recv() {
                         Ok(_) => n += 1,

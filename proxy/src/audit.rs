@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde::{Deserialize, Serialize};
@@ -80,7 +80,9 @@ pub struct AuditQueue {
 pub struct AuditReceiver {
     shared: Arc<Shared>,
     open: Weak<()>,
-    /// An empty buffer, swapped into a shard when the writer takes all of that shard's events.
+    /// The events being handed to the writer: a shard's whole buffer, swapped out (the shard
+    /// gets this one, empty, in its place), or under a backlog one batch moved out. Empty
+    /// between takes.
     spare: VecDeque<AuditEvent>,
     /// The shard the next take starts at, so that under a backlog no shard waits behind the
     /// others for long.
@@ -95,7 +97,7 @@ struct Shared {
     share: usize,
     /// The receiver is gone (the writer stopped): events are counted as dropped, not queued.
     /// Written once; read on every record, it stays in every core's cache.
-    receiver_gone: std::sync::atomic::AtomicBool,
+    receiver_gone: AtomicBool,
     stats: Arc<AuditStats>,
 }
 
@@ -199,18 +201,18 @@ impl Shared {
 }
 
 impl AuditReceiver {
-    /// Moves up to `max` waiting events to the end of `out`, each thread's in the order it
-    /// recorded them. Returns `false` once every sender is gone and this take found every
-    /// shard empty: nothing more will come.
-    pub fn take(&mut self, out: &mut Vec<AuditEvent>, max: usize) -> bool {
+    /// Hands up to `max` waiting events to `each`, each thread's in the order it recorded
+    /// them, and returns how many, or `None` once every sender is gone and this take found
+    /// every shard empty: nothing more will come. No shard is locked while `each` runs.
+    pub fn take(&mut self, max: usize, mut each: impl FnMut(AuditEvent)) -> Option<usize> {
         // The last sender's drop releases the count; this acquire makes every event it
         // recorded before visible below.
-        let closed = self.open.strong_count() == 0;
+        let closed = self.is_closed();
         fence(Ordering::Acquire);
-        let before = out.len();
+        let mut taken = 0;
         let n = self.shared.shards.len();
         for k in 0..n {
-            let room = max.saturating_sub(out.len() - before);
+            let room = max - taken;
             if room == 0 {
                 break;
             }
@@ -224,17 +226,21 @@ impl AuditReceiver {
             if events.len() <= room {
                 // All of them: the shard gets the empty buffer, and the lock is held for a swap.
                 std::mem::swap(&mut *events, &mut self.spare);
-                shard.len.store(0, Ordering::Relaxed);
-                drop(events);
-                out.extend(self.spare.drain(..));
-                self.spare.shrink_to(SPARE_CAPACITY_MAX);
             } else {
-                out.extend(events.drain(..room));
-                shard.len.store(events.len(), Ordering::Relaxed);
+                self.spare.extend(events.drain(..room));
             }
+            shard.len.store(events.len(), Ordering::Relaxed);
+            drop(events);
+            taken += self.spare.len();
+            // Popped one at a time, so that if `each` panics what it has not had stays here,
+            // for the receiver's drop to count.
+            while let Some(e) = self.spare.pop_front() {
+                each(e);
+            }
+            self.spare.shrink_to(SPARE_CAPACITY_MAX);
         }
         self.start = (self.start + 1) % n;
-        !(closed && out.len() == before)
+        (!closed || taken > 0).then_some(taken)
     }
 
     /// Every sender is gone: nothing more will be recorded (some may still wait to be taken).
@@ -250,7 +256,7 @@ impl Drop for AuditReceiver {
         // Set before any shard is locked below: a record that takes a shard's lock after this
         // drop has sees it through that lock, and one before left its event to be counted here.
         self.shared.receiver_gone.store(true, Ordering::Relaxed);
-        let mut lost = 0;
+        let mut lost = self.spare.len();
         for shard in self.shared.shards.iter() {
             let mut events = shard.events.lock().unwrap_or_else(PoisonError::into_inner);
             lost += events.len();
@@ -306,7 +312,7 @@ mod tests {
         (0..100).for_each(|n| q.record(event(5000 + n)));
         assert_eq!(q.depth(), 300);
         let mut out = Vec::new();
-        assert!(rx.take(&mut out, 1000));
+        assert_eq!(rx.take(1000, |e| out.push(e)), Some(300));
         assert_eq!(out.len(), 300);
         assert_eq!(q.depth(), 0);
         for base in [0, 1000, 5000] {
@@ -320,11 +326,11 @@ mod tests {
         let (q, mut rx) = AuditQueue::new(1000, 1);
         (0..10).for_each(|n| q.record(event(n)));
         let mut out = Vec::new();
-        assert!(rx.take(&mut out, 4));
+        assert_eq!(rx.take(4, |e| out.push(e)), Some(4));
         assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [0, 1, 2, 3]);
         assert_eq!(q.depth(), 6);
         out.clear();
-        assert!(rx.take(&mut out, 100));
+        assert_eq!(rx.take(100, |e| out.push(e)), Some(6));
         assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [4, 5, 6, 7, 8, 9]);
     }
 
@@ -336,7 +342,7 @@ mod tests {
         assert_eq!(q.depth(), 10);
         assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 5);
         let mut out = Vec::new();
-        rx.take(&mut out, 100);
+        rx.take(100, |e| out.push(e));
         assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
         // Room again once the writer has taken them.
         q.record(event(99));
@@ -360,7 +366,7 @@ mod tests {
     fn the_queue_is_finished_only_when_every_sender_is_gone_and_it_is_empty() {
         let (q, mut rx) = AuditQueue::new(100, 1);
         let mut out = Vec::new();
-        assert!(rx.take(&mut out, 100), "open and empty: more may come");
+        assert_eq!(rx.take(100, |e| out.push(e)), Some(0), "open and empty: more may come");
         q.record(event(1));
         let q2 = q.clone();
         drop(q);
@@ -368,9 +374,9 @@ mod tests {
         q2.record(event(2));
         drop(q2);
         assert!(rx.is_closed());
-        assert!(rx.take(&mut out, 1), "closed, but an event was still there");
-        assert!(rx.take(&mut out, 1));
-        assert!(!rx.take(&mut out, 1), "closed and empty");
+        assert_eq!(rx.take(1, |e| out.push(e)), Some(1), "closed, but an event was still there");
+        assert_eq!(rx.take(1, |e| out.push(e)), Some(1));
+        assert_eq!(rx.take(1, |e| out.push(e)), None, "closed and empty");
         assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [1, 2]);
     }
 }
