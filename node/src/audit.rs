@@ -113,10 +113,16 @@ impl From<AuditEvent> for AuditEventV1 {
 }
 
 /// The stored bytes of an event (format [`EVENT_FORMAT`]).
-/// (The writer encodes into its batch buffer instead: [`Held::push`].)
+/// (Events are encoded as they are queued instead: [`encode_into`].)
 #[cfg(test)]
 fn encode_event(e: &AuditEvent) -> Result<Vec<u8>, raftgate_storage::CodecError> {
     raftgate_storage::encode_versioned(EVENT_FORMAT, e, 256)
+}
+
+/// The audit queue's encoder: appends an event's stored bytes (format [`EVENT_FORMAT`]) to
+/// `out`, on the thread that records it.
+pub fn encode_into(e: &AuditEvent, out: &mut Vec<u8>) -> bool {
+    raftgate_storage::encode_versioned_into(EVENT_FORMAT, e, out).is_ok()
 }
 
 /// Reads a stored event of any format this build knows.
@@ -138,12 +144,10 @@ struct Held {
 }
 
 impl Held {
-    /// Encodes `e` behind the others. An event that cannot be encoded (no event of this type
-    /// can fail) is left out.
-    fn push(&mut self, e: &AuditEvent) {
-        if raftgate_storage::encode_versioned_into(EVENT_FORMAT, e, &mut self.bytes).is_ok() {
-            self.ends.push(self.bytes.len());
-        }
+    /// Keeps an encoded event behind the others.
+    fn push(&mut self, event: &[u8]) {
+        self.bytes.extend_from_slice(event);
+        self.ends.push(self.bytes.len());
     }
 
     fn len(&self) -> usize {
@@ -233,7 +237,7 @@ fn writer(log: &AuditLog, mut rx: AuditReceiver, stats: &AuditStats, held: &mut 
         }
         backlog = false;
         if held.is_empty() {
-            let taken = rx.take(WRITE_BATCH_LEN_MAX, |e| held.push(&e));
+            let taken = rx.take(WRITE_BATCH_LEN_MAX, |e| held.push(e));
             finished = taken.is_none();
             backlog = taken == Some(WRITE_BATCH_LEN_MAX);
         }
@@ -753,9 +757,12 @@ mod tests {
             })
             .collect();
         let mut held = Held::default();
+        let mut buf = Vec::new();
         for round in 0..2 {
             for e in &events {
-                held.push(e);
+                assert!(encode_into(e, &mut buf));
+                held.push(&buf);
+                buf.clear();
             }
             assert_eq!(held.len(), events.len(), "round {round}");
             let got: Vec<&[u8]> = held.iter().collect();

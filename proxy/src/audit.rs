@@ -8,6 +8,12 @@
 //! event move several contended cache lines between the cores (its permit count, its tail,
 //! its slot flags).
 //!
+//! An event is encoded as it is recorded, into its shard's byte buffer, by the queue's
+//! [`Encoder`] (the node's: the bytes the audit store keeps), so the writer reads each shard's
+//! events as one run of bytes that a single core wrote. Queued as structs, each event was half
+//! a dozen allocations of the recording core's that the writer's core fetched line by line,
+//! encoded and freed (remote frees, and reference counts on lines the proxy threads share).
+//!
 //! Overflow policy: when the queue is full the newest event is dropped and counted
 //! (`raftgate_audit_dropped`), and a warning is logged at most once a second. The request
 //! is never delayed by the audit trail. The writer behind the queue (in `node`) hash-chains the
@@ -20,14 +26,13 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde::{Deserialize, Serialize};
 
 /// Queue length: at 20k requests/s this is three seconds of events, enough to ride out a slow
-/// disk without holding unbounded memory (~64k × ~300 B ≈ 20 MB).
+/// disk without holding unbounded memory (~64k × ~150 B encoded ≈ 10 MB).
 pub const AUDIT_QUEUE_LEN_MAX: usize = 65_536;
 
 /// One decision, for the audit trail. Never holds a secret: keys appear by public id only.
@@ -67,6 +72,10 @@ pub struct AuditEvent {
     pub bytes_out: Option<u64>,
 }
 
+/// Appends the bytes to be stored for an event to `out`, or returns false (an event it cannot
+/// encode is counted as dropped, and whatever it appended is cut off again).
+pub type Encoder = fn(&AuditEvent, &mut Vec<u8>) -> bool;
+
 /// The sending side, cloned into every request handler.
 #[derive(Clone)]
 pub struct AuditQueue {
@@ -83,7 +92,10 @@ pub struct AuditReceiver {
     /// The events being handed to the writer: a shard's whole buffer, swapped out (the shard
     /// gets this one, empty, in its place), or under a backlog one batch moved out. Empty
     /// between takes.
-    spare: VecDeque<AuditEvent>,
+    spare: Records,
+    /// How many of `spare`'s events have been handed over (the rest, if the writer panics
+    /// while taking, are counted as dropped).
+    handed: usize,
     /// The shard the next take starts at, so that under a backlog no shard waits behind the
     /// others for long.
     start: usize,
@@ -91,6 +103,7 @@ pub struct AuditReceiver {
 
 struct Shared {
     shards: Box<[Shard]>,
+    encode: Encoder,
     /// The most events the shards hold together.
     len_max: usize,
     /// A shard holding fewer than this takes an event without looking at the others.
@@ -106,9 +119,45 @@ struct Shared {
 #[repr(align(128))]
 #[derive(Default)]
 struct Shard {
-    events: Mutex<VecDeque<AuditEvent>>,
+    events: Mutex<Records>,
     /// `events.len()`, readable without the lock: the queue's depth and the overflow check.
     len: AtomicUsize,
+}
+
+/// Encoded events back to back in one buffer.
+#[derive(Default)]
+struct Records {
+    bytes: Vec<u8>,
+    /// Where each event ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Records {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Event `i`'s bytes.
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// Moves the first `k` of `from`'s events (some, not all) to this buffer, which is empty.
+    fn move_front(&mut self, from: &mut Records, k: usize) {
+        debug_assert!(self.ends.is_empty() && 0 < k && k < from.len());
+        let cut = from.ends[k - 1];
+        self.bytes.extend_from_slice(&from.bytes[..cut]);
+        self.ends.extend_from_slice(&from.ends[..k]);
+        from.bytes.drain(..cut);
+        from.ends.drain(..k);
+        from.ends.iter_mut().for_each(|end| *end -= cut);
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
 }
 
 thread_local! {
@@ -118,6 +167,7 @@ thread_local! {
 
 /// The largest buffer kept for reuse between takes: a backlog's capacity is given back.
 const SPARE_CAPACITY_MAX: usize = 16_384;
+const SPARE_BYTES_MAX: usize = SPARE_CAPACITY_MAX * 256;
 
 #[derive(Debug, Default)]
 pub struct AuditStats {
@@ -130,14 +180,21 @@ pub struct AuditStats {
 impl AuditQueue {
     /// A queue holding at most `len_max` events, with shards of their own for `threads`
     /// recording threads (the proxy threads; see [`AuditQueue::claim`]) and one for every other
-    /// thread, and its receiving end, for the writer (a thread of its own, in `node`).
-    pub fn new(len_max: usize, threads: usize) -> (Self, AuditReceiver) {
+    /// thread, and its receiving end, for the writer (a thread of its own, in `node`). Events
+    /// are queued as `encode` makes them.
+    pub fn new(len_max: usize, threads: usize, encode: Encoder) -> (Self, AuditReceiver) {
         let shards: Box<[Shard]> = (0..=threads).map(|_| Shard::default()).collect();
         let share = len_max / shards.len();
-        let shared = Arc::new(Shared { shards, len_max, share, receiver_gone: false.into(), stats: Arc::default() });
+        let shared =
+            Arc::new(Shared { shards, encode, len_max, share, receiver_gone: false.into(), stats: Arc::default() });
         let open = Arc::new(());
-        let rx =
-            AuditReceiver { shared: shared.clone(), open: Arc::downgrade(&open), spare: VecDeque::new(), start: 0 };
+        let rx = AuditReceiver {
+            shared: shared.clone(),
+            open: Arc::downgrade(&open),
+            spare: Records::default(),
+            handed: 0,
+            start: 0,
+        };
         (Self { shared, _open: open }, rx)
     }
 
@@ -159,18 +216,26 @@ impl AuditQueue {
         // under the lock, so an event is either queued before the receiver's drop counts what
         // is left, or counted here.
         let full = events.len() >= shared.share && shared.depth() >= shared.len_max;
-        if full || shared.receiver_gone.load(Ordering::Relaxed) {
-            drop(events);
-            let dropped = shared.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            let now_s = crate::clock::now_ms() / 1000;
-            if shared.stats.last_warn_s.swap(now_s, Ordering::Relaxed) != now_s {
-                let why = if full { "audit queue full" } else { "audit writer stopped" };
-                tracing::warn!(dropped, "{why}: events are being dropped");
-            }
+        let why = if full {
+            "audit queue full"
+        } else if shared.receiver_gone.load(Ordering::Relaxed) {
+            "audit writer stopped"
+        } else if !(shared.encode)(&event, &mut events.bytes) {
+            let end = events.ends.last().copied().unwrap_or(0);
+            events.bytes.truncate(end);
+            "an audit event could not be encoded"
+        } else {
+            let end = events.bytes.len();
+            events.ends.push(end);
+            shard.len.store(events.len(), Ordering::Relaxed);
             return;
+        };
+        drop(events);
+        let dropped = shared.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let now_s = crate::clock::now_ms() / 1000;
+        if shared.stats.last_warn_s.swap(now_s, Ordering::Relaxed) != now_s {
+            tracing::warn!(dropped, "{why}: events are being dropped");
         }
-        events.push_back(event);
-        shard.len.store(events.len(), Ordering::Relaxed);
     }
 
     /// The writer has stopped (its receiver is gone): every event is now dropped and counted.
@@ -201,10 +266,10 @@ impl Shared {
 }
 
 impl AuditReceiver {
-    /// Hands up to `max` waiting events to `each`, each thread's in the order it recorded
-    /// them, and returns how many, or `None` once every sender is gone and this take found
-    /// every shard empty: nothing more will come. No shard is locked while `each` runs.
-    pub fn take(&mut self, max: usize, mut each: impl FnMut(AuditEvent)) -> Option<usize> {
+    /// Hands up to `max` waiting events to `each`, encoded, each thread's in the order it
+    /// recorded them, and returns how many, or `None` once every sender is gone and this take
+    /// found every shard empty: nothing more will come. No shard is locked while `each` runs.
+    pub fn take(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> Option<usize> {
         // The last sender's drop releases the count; this acquire makes every event it
         // recorded before visible below.
         let closed = self.is_closed();
@@ -227,17 +292,22 @@ impl AuditReceiver {
                 // All of them: the shard gets the empty buffer, and the lock is held for a swap.
                 std::mem::swap(&mut *events, &mut self.spare);
             } else {
-                self.spare.extend(events.drain(..room));
+                self.spare.move_front(&mut events, room);
             }
             shard.len.store(events.len(), Ordering::Relaxed);
             drop(events);
             taken += self.spare.len();
-            // Popped one at a time, so that if `each` panics what it has not had stays here,
-            // for the receiver's drop to count.
-            while let Some(e) = self.spare.pop_front() {
-                each(e);
+            // Counted one at a time, so that if `each` panics what it has not had is counted
+            // by the receiver's drop.
+            while self.handed < self.spare.len() {
+                let i = self.handed;
+                self.handed += 1;
+                each(self.spare.get(i));
             }
-            self.spare.shrink_to(SPARE_CAPACITY_MAX);
+            self.spare.clear();
+            self.handed = 0;
+            self.spare.bytes.shrink_to(SPARE_BYTES_MAX);
+            self.spare.ends.shrink_to(SPARE_CAPACITY_MAX);
         }
         self.start = (self.start + 1) % n;
         (!closed || taken > 0).then_some(taken)
@@ -256,7 +326,7 @@ impl Drop for AuditReceiver {
         // Set before any shard is locked below: a record that takes a shard's lock after this
         // drop has sees it through that lock, and one before left its event to be counted here.
         self.shared.receiver_gone.store(true, Ordering::Relaxed);
-        let mut lost = self.spare.len();
+        let mut lost = self.spare.len() - self.handed;
         for shard in self.shared.shards.iter() {
             let mut events = shard.events.lock().unwrap_or_else(PoisonError::into_inner);
             lost += events.len();
@@ -273,6 +343,15 @@ impl Drop for AuditReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Events as JSON: the queue keeps whatever bytes its encoder makes.
+    fn encode(e: &AuditEvent, out: &mut Vec<u8>) -> bool {
+        serde_json::to_writer(out, e).is_ok()
+    }
+
+    fn decode(bytes: &[u8]) -> AuditEvent {
+        serde_json::from_slice(bytes).expect("an event the test encoded")
+    }
 
     fn event(ts_ms: u64) -> AuditEvent {
         AuditEvent {
@@ -298,7 +377,7 @@ mod tests {
 
     #[test]
     fn every_thread_gets_its_events_through_in_order() {
-        let (q, mut rx) = AuditQueue::new(1000, 2);
+        let (q, mut rx) = AuditQueue::new(1000, 2, encode);
         // Two threads with shards of their own, and one (this) on the shared shard.
         std::thread::scope(|s| {
             for i in 0..2 {
@@ -312,7 +391,7 @@ mod tests {
         (0..100).for_each(|n| q.record(event(5000 + n)));
         assert_eq!(q.depth(), 300);
         let mut out = Vec::new();
-        assert_eq!(rx.take(1000, |e| out.push(e)), Some(300));
+        assert_eq!(rx.take(1000, |b| out.push(decode(b))), Some(300));
         assert_eq!(out.len(), 300);
         assert_eq!(q.depth(), 0);
         for base in [0, 1000, 5000] {
@@ -323,26 +402,26 @@ mod tests {
 
     #[test]
     fn a_take_stops_at_its_limit_and_the_next_goes_on_from_there() {
-        let (q, mut rx) = AuditQueue::new(1000, 1);
+        let (q, mut rx) = AuditQueue::new(1000, 1, encode);
         (0..10).for_each(|n| q.record(event(n)));
         let mut out = Vec::new();
-        assert_eq!(rx.take(4, |e| out.push(e)), Some(4));
+        assert_eq!(rx.take(4, |b| out.push(decode(b))), Some(4));
         assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [0, 1, 2, 3]);
         assert_eq!(q.depth(), 6);
         out.clear();
-        assert_eq!(rx.take(100, |e| out.push(e)), Some(6));
+        assert_eq!(rx.take(100, |b| out.push(decode(b))), Some(6));
         assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [4, 5, 6, 7, 8, 9]);
     }
 
     #[test]
     fn a_full_queue_drops_the_newest_and_counts_it() {
-        let (q, mut rx) = AuditQueue::new(10, 1);
+        let (q, mut rx) = AuditQueue::new(10, 1, encode);
         // One busy thread may use the whole bound, not only its shard's share of it.
         (0..15).for_each(|n| q.record(event(n)));
         assert_eq!(q.depth(), 10);
         assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 5);
         let mut out = Vec::new();
-        rx.take(100, |e| out.push(e));
+        rx.take(100, |b| out.push(decode(b)));
         assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
         // Room again once the writer has taken them.
         q.record(event(99));
@@ -352,7 +431,7 @@ mod tests {
 
     #[test]
     fn events_the_writer_will_never_take_are_counted_as_dropped() {
-        let (q, rx) = AuditQueue::new(100, 1);
+        let (q, rx) = AuditQueue::new(100, 1, encode);
         (0..3).for_each(|n| q.record(event(n)));
         drop(rx);
         assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 3, "the queued ones");
@@ -363,10 +442,46 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_is_finished_only_when_every_sender_is_gone_and_it_is_empty() {
-        let (q, mut rx) = AuditQueue::new(100, 1);
+    fn an_event_the_encoder_refuses_is_counted_as_dropped() {
+        // It gets halfway through the odd ones.
+        fn refuse_odd(e: &AuditEvent, out: &mut Vec<u8>) -> bool {
+            if e.ts_ms % 2 == 1 {
+                out.extend_from_slice(b"{\"ts_ms\":");
+                return false;
+            }
+            encode(e, out)
+        }
+        let (q, mut rx) = AuditQueue::new(100, 1, refuse_odd);
+        (0..6).for_each(|n| q.record(event(n)));
+        assert_eq!(q.depth(), 3);
+        assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 3);
         let mut out = Vec::new();
-        assert_eq!(rx.take(100, |e| out.push(e)), Some(0), "open and empty: more may come");
+        assert_eq!(rx.take(100, |b| out.push(decode(b))), Some(3));
+        assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [0, 2, 4]);
+    }
+
+    #[test]
+    fn events_not_yet_handed_over_when_the_taker_panics_are_counted_as_dropped() {
+        let (q, mut rx) = AuditQueue::new(100, 1, encode);
+        (0..10).for_each(|n| q.record(event(n)));
+        let mut seen = 0;
+        let taking = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rx.take(100, |_| {
+                seen += 1;
+                assert!(seen < 4, "a writer bug");
+            })
+        }));
+        assert!(taking.is_err());
+        assert_eq!(seen, 4, "the fourth was handed over when the taker panicked");
+        drop(rx);
+        assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 6, "the six never handed over");
+    }
+
+    #[test]
+    fn the_queue_is_finished_only_when_every_sender_is_gone_and_it_is_empty() {
+        let (q, mut rx) = AuditQueue::new(100, 1, encode);
+        let mut out = Vec::new();
+        assert_eq!(rx.take(100, |b| out.push(decode(b))), Some(0), "open and empty: more may come");
         q.record(event(1));
         let q2 = q.clone();
         drop(q);
@@ -374,9 +489,9 @@ mod tests {
         q2.record(event(2));
         drop(q2);
         assert!(rx.is_closed());
-        assert_eq!(rx.take(1, |e| out.push(e)), Some(1), "closed, but an event was still there");
-        assert_eq!(rx.take(1, |e| out.push(e)), Some(1));
-        assert_eq!(rx.take(1, |e| out.push(e)), None, "closed and empty");
+        assert_eq!(rx.take(1, |b| out.push(decode(b))), Some(1), "closed, but an event was still there");
+        assert_eq!(rx.take(1, |b| out.push(decode(b))), Some(1));
+        assert_eq!(rx.take(1, |b| out.push(decode(b))), None, "closed and empty");
         assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [1, 2]);
     }
 }
