@@ -220,15 +220,19 @@ impl AuditQueue {
             "audit queue full"
         } else if shared.receiver_gone.load(Ordering::Relaxed) {
             "audit writer stopped"
-        } else if !(shared.encode)(&event, &mut events.bytes) {
-            let end = events.ends.last().copied().unwrap_or(0);
-            events.bytes.truncate(end);
-            "an audit event could not be encoded"
         } else {
-            let end = events.bytes.len();
-            events.ends.push(end);
-            shard.len.store(events.len(), Ordering::Relaxed);
-            return;
+            // Bytes past the last event's end are an encoding that never finished (an encoder
+            // that panicked): they are cut off, as are those of an event the encoder refuses.
+            let start = events.ends.last().copied().unwrap_or(0);
+            events.bytes.truncate(start);
+            if (shared.encode)(&event, &mut events.bytes) {
+                let end = events.bytes.len();
+                events.ends.push(end);
+                shard.len.store(events.len(), Ordering::Relaxed);
+                return;
+            }
+            events.bytes.truncate(start);
+            "an audit event could not be encoded"
         };
         drop(events);
         let dropped = shared.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -274,10 +278,11 @@ impl AuditReceiver {
         // recorded before visible below.
         let closed = self.is_closed();
         fence(Ordering::Acquire);
-        let mut taken = 0;
+        // A take whose `each` panicked left the events it had not handed over: they go first.
+        let mut taken = self.hand_over(&mut each);
         let n = self.shared.shards.len();
         for k in 0..n {
-            let room = max - taken;
+            let room = max.saturating_sub(taken);
             if room == 0 {
                 break;
             }
@@ -296,21 +301,27 @@ impl AuditReceiver {
             }
             shard.len.store(events.len(), Ordering::Relaxed);
             drop(events);
-            taken += self.spare.len();
-            // Counted one at a time, so that if `each` panics what it has not had is counted
-            // by the receiver's drop.
-            while self.handed < self.spare.len() {
-                let i = self.handed;
-                self.handed += 1;
-                each(self.spare.get(i));
-            }
-            self.spare.clear();
-            self.handed = 0;
-            self.spare.bytes.shrink_to(SPARE_BYTES_MAX);
-            self.spare.ends.shrink_to(SPARE_CAPACITY_MAX);
+            taken += self.hand_over(&mut each);
         }
         self.start = (self.start + 1) % n;
         (!closed || taken > 0).then_some(taken)
+    }
+
+    /// Hands `spare`'s events to `each` and empties it; returns how many. They are counted one
+    /// at a time, so that if `each` panics, those it has not had are handed over by the next
+    /// take, or counted as dropped by the receiver's drop.
+    fn hand_over(&mut self, each: &mut impl FnMut(&[u8])) -> usize {
+        let n = self.spare.len() - self.handed;
+        while self.handed < self.spare.len() {
+            let i = self.handed;
+            self.handed += 1;
+            each(self.spare.get(i));
+        }
+        self.spare.clear();
+        self.handed = 0;
+        self.spare.bytes.shrink_to(SPARE_BYTES_MAX);
+        self.spare.ends.shrink_to(SPARE_CAPACITY_MAX);
+        n
     }
 
     /// Every sender is gone: nothing more will be recorded (some may still wait to be taken).
@@ -475,6 +486,22 @@ mod tests {
         assert_eq!(seen, 4, "the fourth was handed over when the taker panicked");
         drop(rx);
         assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 6, "the six never handed over");
+    }
+
+    #[test]
+    fn a_take_after_one_that_panicked_hands_over_what_that_one_had_not() {
+        let (q, mut rx) = AuditQueue::new(100, 1, encode);
+        (0..10).for_each(|n| q.record(event(n)));
+        let taking = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rx.take(100, |b| assert!(decode(b).ts_ms < 3, "a writer bug"))
+        }));
+        assert!(taking.is_err());
+        (10..12).for_each(|n| q.record(event(n)));
+        let mut out = Vec::new();
+        assert_eq!(rx.take(100, |b| out.push(decode(b))), Some(8));
+        assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(q.depth(), 0);
+        assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 0);
     }
 
     #[test]
