@@ -91,10 +91,10 @@ pub struct AuditReceiver {
     open: Weak<()>,
     /// The events being handed to the writer: a shard's whole buffer, swapped out (the shard
     /// gets this one, empty, in its place), or under a backlog one batch moved out. Empty
-    /// between takes.
+    /// between takes, unless a take's `each` panicked.
     spare: Records,
-    /// How many of `spare`'s events have been handed over (the rest, if the writer panics
-    /// while taking, are counted as dropped).
+    /// How many of `spare`'s events have been handed over. If `each` panics, the rest go to
+    /// the next take, or are counted as dropped when the receiver is.
     handed: usize,
     /// The shard the next take starts at, so that under a backlog no shard waits behind the
     /// others for long.
