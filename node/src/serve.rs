@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use openraft::{BasicNode, SnapshotPolicy};
-use raftgate_proxy::audit::{AuditQueue, AUDIT_QUEUE_LEN_MAX};
+use raftgate_proxy::audit::{AuditQueue, AUDIT_QUEUE_BYTES_MAX, AUDIT_QUEUE_LEN_MAX};
 use raftgate_proxy::freshness::Freshness;
 use raftgate_proxy::gateway::{Gateway, GatewayConfig};
 use raftgate_proxy::server::ServerConfig;
@@ -91,7 +91,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(raftgate_storage::AuditLog::open(&config.data_dir.join("audit")).context("opening the audit store")?);
     // A shard of the audit queue for each proxy thread (see `AuditQueue::claim`).
     let proxy_threads = raftgate_proxy::server::thread_count(config.proxy_threads);
-    let (audit_queue, audit_rx) = AuditQueue::new(AUDIT_QUEUE_LEN_MAX, proxy_threads, crate::audit::encode_into);
+    let (audit_queue, audit_rx) =
+        AuditQueue::new(AUDIT_QUEUE_LEN_MAX, AUDIT_QUEUE_BYTES_MAX, proxy_threads, crate::audit::encode_into);
     let audit_writer = crate::audit::spawn_writer(audit_log.clone(), audit_rx, audit_queue.stats_handle())
         .context("starting the audit writer")?;
     let fresh = Arc::new(Freshness::new());

@@ -95,7 +95,7 @@ struct Batch {
 /// Per event: nanoseconds on each recording thread, the writer's busy nanoseconds, and the
 /// events the writer took.
 fn round(mode: Mode) -> (f64, f64, u64) {
-    let (queue, mut rx) = AuditQueue::new(65_536, 2, encode);
+    let (queue, mut rx) = AuditQueue::new(65_536, 64 << 20, 2, encode);
     // Session 24's shards: a mutex over each thread's events.
     let shards: Arc<[Mutex<Vec<AuditEvent>>; 2]> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));

@@ -14,7 +14,9 @@
 //! a dozen allocations of the recording core's that the writer's core fetched line by line,
 //! encoded and freed (remote frees, and reference counts on lines the proxy threads share).
 //!
-//! Overflow policy: when the queue is full the newest event is dropped and counted
+//! Overflow policy: when the queue is full (by events, or by the bytes they take, so that
+//! events with long paths cannot make it hold more memory than that) the newest event is
+//! dropped and counted
 //! (`raftgate_audit_dropped`), and a warning is logged at most once a second. The request
 //! is never delayed by the audit trail. The writer behind the queue (in `node`) hash-chains the
 //! events into the node's append-only audit store. When the store cannot be written (a full or
@@ -34,6 +36,10 @@ use serde::{Deserialize, Serialize};
 /// Queue length: at 20k requests/s this is three seconds of events, enough to ride out a slow
 /// disk without holding unbounded memory (~64k × ~150 B encoded ≈ 10 MB).
 pub const AUDIT_QUEUE_LEN_MAX: usize = 65_536;
+/// The most bytes the queue's events take, encoded. Typical events (~150 B) meet the length
+/// bound long before this one; events with paths near the longest URI accepted (8 KiB) would
+/// otherwise let the length bound alone hold over half a gigabyte.
+pub const AUDIT_QUEUE_BYTES_MAX: usize = 64 << 20;
 
 /// One decision, for the audit trail. Never holds a secret: keys appear by public id only.
 ///
@@ -108,6 +114,10 @@ struct Shared {
     len_max: usize,
     /// A shard holding fewer than this takes an event without looking at the others.
     share: usize,
+    /// The most bytes the shards' events take together, and each shard's share of them, as
+    /// for the length.
+    bytes_max: usize,
+    bytes_share: usize,
     /// The receiver is gone (the writer stopped): events are counted as dropped, not queued.
     /// Written once; read on every record, it stays in every core's cache.
     receiver_gone: AtomicBool,
@@ -122,6 +132,8 @@ struct Shard {
     events: Mutex<Records>,
     /// `events.len()`, readable without the lock: the queue's depth and the overflow check.
     len: AtomicUsize,
+    /// The bytes `events` holds, likewise.
+    size: AtomicUsize,
 }
 
 /// Encoded events back to back in one buffer.
@@ -178,15 +190,24 @@ pub struct AuditStats {
 }
 
 impl AuditQueue {
-    /// A queue holding at most `len_max` events, with shards of their own for `threads`
-    /// recording threads (the proxy threads; see [`AuditQueue::claim`]) and one for every other
-    /// thread, and its receiving end, for the writer (a thread of its own, in `node`). Events
-    /// are queued as `encode` makes them.
-    pub fn new(len_max: usize, threads: usize, encode: Encoder) -> (Self, AuditReceiver) {
+    /// A queue holding at most `len_max` events, taking at most `bytes_max` bytes encoded,
+    /// with shards of their own for `threads` recording threads (the proxy threads; see
+    /// [`AuditQueue::claim`]) and one for every other thread, and its receiving end, for the
+    /// writer (a thread of its own, in `node`). Events are queued as `encode` makes them.
+    pub fn new(len_max: usize, bytes_max: usize, threads: usize, encode: Encoder) -> (Self, AuditReceiver) {
         let shards: Box<[Shard]> = (0..=threads).map(|_| Shard::default()).collect();
         let share = len_max / shards.len();
-        let shared =
-            Arc::new(Shared { shards, encode, len_max, share, receiver_gone: false.into(), stats: Arc::default() });
+        let bytes_share = bytes_max / shards.len();
+        let shared = Arc::new(Shared {
+            shards,
+            encode,
+            len_max,
+            share,
+            bytes_max,
+            bytes_share,
+            receiver_gone: false.into(),
+            stats: Arc::default(),
+        });
         let open = Arc::new(());
         let rx = AuditReceiver {
             shared: shared.clone(),
@@ -215,7 +236,8 @@ impl AuditQueue {
         // one more: the bound can be passed by at most one event a thread.) The flag is read
         // under the lock, so an event is either queued before the receiver's drop counts what
         // is left, or counted here.
-        let full = events.len() >= shared.share && shared.depth() >= shared.len_max;
+        let full = (events.len() >= shared.share && shared.depth() >= shared.len_max)
+            || (events.bytes.len() >= shared.bytes_share && shared.size() >= shared.bytes_max);
         let why = if full {
             "audit queue full"
         } else if shared.receiver_gone.load(Ordering::Relaxed) {
@@ -229,6 +251,7 @@ impl AuditQueue {
                 let end = events.bytes.len();
                 events.ends.push(end);
                 shard.len.store(events.len(), Ordering::Relaxed);
+                shard.size.store(end, Ordering::Relaxed);
                 return;
             }
             events.bytes.truncate(start);
@@ -267,6 +290,11 @@ impl Shared {
     fn depth(&self) -> usize {
         self.shards.iter().map(|s| s.len.load(Ordering::Relaxed)).sum()
     }
+
+    /// The bytes the queued events take.
+    fn size(&self) -> usize {
+        self.shards.iter().map(|s| s.size.load(Ordering::Relaxed)).sum()
+    }
 }
 
 impl AuditReceiver {
@@ -300,6 +328,7 @@ impl AuditReceiver {
                 self.spare.move_front(&mut events, room);
             }
             shard.len.store(events.len(), Ordering::Relaxed);
+            shard.size.store(events.bytes.len(), Ordering::Relaxed);
             drop(events);
             taken += self.hand_over(&mut each);
         }
@@ -343,6 +372,7 @@ impl Drop for AuditReceiver {
             lost += events.len();
             events.clear();
             shard.len.store(0, Ordering::Relaxed);
+            shard.size.store(0, Ordering::Relaxed);
         }
         self.shared.stats.dropped.fetch_add(lost as u64, Ordering::Relaxed);
         if lost > 0 {
@@ -388,7 +418,7 @@ mod tests {
 
     #[test]
     fn every_thread_gets_its_events_through_in_order() {
-        let (q, mut rx) = AuditQueue::new(1000, 2, encode);
+        let (q, mut rx) = AuditQueue::new(1000, 1 << 20, 2, encode);
         // Two threads with shards of their own, and one (this) on the shared shard.
         std::thread::scope(|s| {
             for i in 0..2 {
@@ -413,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_take_stops_at_its_limit_and_the_next_goes_on_from_there() {
-        let (q, mut rx) = AuditQueue::new(1000, 1, encode);
+        let (q, mut rx) = AuditQueue::new(1000, 1 << 20, 1, encode);
         (0..10).for_each(|n| q.record(event(n)));
         let mut out = Vec::new();
         assert_eq!(rx.take(4, |b| out.push(decode(b))), Some(4));
@@ -426,7 +456,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_the_newest_and_counts_it() {
-        let (q, mut rx) = AuditQueue::new(10, 1, encode);
+        let (q, mut rx) = AuditQueue::new(10, 1 << 20, 1, encode);
         // One busy thread may use the whole bound, not only its shard's share of it.
         (0..15).for_each(|n| q.record(event(n)));
         assert_eq!(q.depth(), 10);
@@ -441,8 +471,30 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_full_in_bytes_drops_the_newest_and_counts_it() {
+        // Events of over 500 bytes (a 500-character path); 1,000 bytes for the whole queue,
+        // 500 a shard.
+        let long = |n| AuditEvent { path: "/p".repeat(250), ..event(n) };
+        let (q, mut rx) = AuditQueue::new(100, 1000, 1, encode);
+        // A shard past its share of the bytes takes another while the queue is under its bound.
+        (0..5).for_each(|n| q.record(long(n)));
+        assert_eq!(q.depth(), 2);
+        assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 3);
+        // Short events are refused too while the bytes are spent.
+        q.record(event(5));
+        assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 4);
+        let mut out = Vec::new();
+        assert_eq!(rx.take(100, |b| out.push(decode(b))), Some(2));
+        assert_eq!(out.iter().map(|e| e.ts_ms).collect::<Vec<_>>(), [0, 1]);
+        // Room again once the writer has taken them.
+        q.record(long(6));
+        assert_eq!(q.depth(), 1);
+        assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
     fn events_the_writer_will_never_take_are_counted_as_dropped() {
-        let (q, rx) = AuditQueue::new(100, 1, encode);
+        let (q, rx) = AuditQueue::new(100, 1 << 20, 1, encode);
         (0..3).for_each(|n| q.record(event(n)));
         drop(rx);
         assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 3, "the queued ones");
@@ -462,7 +514,7 @@ mod tests {
             }
             encode(e, out)
         }
-        let (q, mut rx) = AuditQueue::new(100, 1, refuse_odd);
+        let (q, mut rx) = AuditQueue::new(100, 1 << 20, 1, refuse_odd);
         (0..6).for_each(|n| q.record(event(n)));
         assert_eq!(q.depth(), 3);
         assert_eq!(q.stats().dropped.load(Ordering::Relaxed), 3);
@@ -473,7 +525,7 @@ mod tests {
 
     #[test]
     fn events_not_yet_handed_over_when_the_taker_panics_are_counted_as_dropped() {
-        let (q, mut rx) = AuditQueue::new(100, 1, encode);
+        let (q, mut rx) = AuditQueue::new(100, 1 << 20, 1, encode);
         (0..10).for_each(|n| q.record(event(n)));
         let mut seen = 0;
         let taking = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -490,7 +542,7 @@ mod tests {
 
     #[test]
     fn a_take_after_one_that_panicked_hands_over_what_that_one_had_not() {
-        let (q, mut rx) = AuditQueue::new(100, 1, encode);
+        let (q, mut rx) = AuditQueue::new(100, 1 << 20, 1, encode);
         (0..10).for_each(|n| q.record(event(n)));
         let taking = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             rx.take(100, |b| assert!(decode(b).ts_ms < 3, "a writer bug"))
@@ -506,7 +558,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_finished_only_when_every_sender_is_gone_and_it_is_empty() {
-        let (q, mut rx) = AuditQueue::new(100, 1, encode);
+        let (q, mut rx) = AuditQueue::new(100, 1 << 20, 1, encode);
         let mut out = Vec::new();
         assert_eq!(rx.take(100, |b| out.push(decode(b))), Some(0), "open and empty: more may come");
         q.record(event(1));
