@@ -134,41 +134,8 @@ fn decode_event(bytes: &[u8]) -> Result<AuditEvent, raftgate_storage::CodecError
     }
 }
 
-/// Encoded events waiting for the store, back to back in one buffer that is reused batch after
-/// batch (a `Vec` per event was two allocations and two frees an event on the writer's thread).
-#[derive(Default)]
-struct Held {
-    bytes: Vec<u8>,
-    /// Where each event ends in `bytes`.
-    ends: Vec<usize>,
-}
-
-impl Held {
-    /// Keeps an encoded event behind the others.
-    fn push(&mut self, event: &[u8]) {
-        self.bytes.extend_from_slice(event);
-        self.ends.push(self.bytes.len());
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-    }
-
-    /// The encoded events, in order.
-    fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.bytes[start..end])
-    }
-}
+/// Encoded events taken from the queue and waiting for the store.
+type Held = raftgate_proxy::audit::Records;
 
 /// How often the writer drains the queue. The writer polls on this tick instead of waiting on
 /// the channel, so a request that records an event never wakes another thread (that wake-up

@@ -136,17 +136,34 @@ struct Shard {
     size: AtomicUsize,
 }
 
-/// Encoded events back to back in one buffer.
+/// Encoded events back to back in one buffer: a queue shard's, and the writer's batch (which
+/// reuses it batch after batch; a `Vec` per event was two allocations and two frees an event).
 #[derive(Default)]
-struct Records {
+pub struct Records {
     bytes: Vec<u8>,
     /// Where each event ends in `bytes`.
     ends: Vec<usize>,
 }
 
 impl Records {
-    fn len(&self) -> usize {
+    /// Keeps an encoded event behind the others.
+    pub fn push(&mut self, event: &[u8]) {
+        self.bytes.extend_from_slice(event);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The events, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.bytes[start..end])
     }
 
     /// Event `i`'s bytes.
@@ -166,7 +183,7 @@ impl Records {
         from.ends.iter_mut().for_each(|end| *end -= cut);
     }
 
-    fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
     }
