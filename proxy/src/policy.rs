@@ -14,7 +14,8 @@ pub use api_key::{ApiKey, KeyState};
 pub use auth_guard::AuthGuard;
 pub use consumer::Consumer;
 pub use key_format::{
-    digest_key, GeneratedKey, KeyFormatError, KeyId, KeyIdError, ParsedKey, KEY_ID_LEN, KEY_LEN, KEY_PREFIX,
+    digest_key, same_secret, GeneratedKey, KeyFormatError, KeyId, KeyIdError, ParsedKey, KEY_ID_LEN, KEY_LEN,
+    KEY_PREFIX,
 };
 pub use name::{Name, NameError};
 pub use rate_limit::{LimitMode, LimitSubject, RateLimitPolicy};
