@@ -15,6 +15,7 @@ use crate::deny::Deny;
 use crate::fields::Fields;
 use crate::limits::Limits;
 use crate::metrics::{ProxyMetrics, RequestLabels, RouteLabel};
+use crate::phases::authenticate::KeyMemo;
 use crate::phases::{authenticate, authorize, forward, headers, rate_limit, route};
 use crate::policy::{AuthMethod, KeyId, Name, ParsedKey, Policy};
 use crate::reply::Reply;
@@ -80,6 +81,14 @@ struct Moment {
     now: u64,
 }
 
+/// Who sent a request: the client's address ([`headers::client_ip`]) and its text, formatted once
+/// for the rate-limit subject, X-Forwarded-For and the audit event.
+#[derive(Clone, Copy)]
+struct Client<'a> {
+    ip: IpAddr,
+    text: &'a str,
+}
+
 /// What the phases learned, for the audit event.
 #[derive(Default)]
 struct Facts {
@@ -117,8 +126,9 @@ impl Gateway {
         &self.audit
     }
 
-    /// Handles one request end to end. Never fails: every outcome is a response.
-    pub async fn handle(&self, req: ClientRequest, peer: SocketAddr) -> Reply {
+    /// Handles one request end to end. Never fails: every outcome is a response. `memo` is the
+    /// key the request's connection last proved ([`KeyMemo`]).
+    pub async fn handle(&self, req: ClientRequest, peer: SocketAddr, memo: &mut KeyMemo) -> Reply {
         let started = Instant::now();
         // The clock is read once: the decision's time (`started` on the wall clock; also when
         // freshness is judged), and (plus the latency) the event's.
@@ -133,7 +143,8 @@ impl Gateway {
         // Formatted once: the rate-limit subject, X-Forwarded-For and the audit event share it.
         let ip = headers::ip_text(client_ip);
         let when = Moment { started, now };
-        let (mut resp, reason) = match self.run(req, &policy, when, client_ip, &ip, &mut facts).await {
+        let client = Client { ip: client_ip, text: &ip };
+        let (mut resp, reason) = match self.run(req, &policy, when, client, &mut facts, memo).await {
             Ok(resp) if facts.stale => (resp, "ok_stale_policy"),
             Ok(resp) => (resp, "ok"),
             Err(deny) => {
@@ -197,11 +208,12 @@ impl Gateway {
         req: ClientRequest,
         policy: &Policy,
         when: Moment,
-        client_ip: IpAddr,
-        ip: &str,
+        client: Client<'_>,
         facts: &mut Facts,
+        memo: &mut KeyMemo,
     ) -> Result<Reply, Deny> {
         let Moment { started, now } = when;
+        let Client { ip: client_ip, text: ip } = client;
         // An IP the cluster blocked for guessing credentials gets nothing, on any node.
         if !policy.blocked_ips.is_empty() {
             if let Some(until) = policy.blocked_ips.get(&client_ip).copied().filter(|u| *u > now) {
@@ -291,7 +303,7 @@ impl Gateway {
             None => return Err(self.auth_failed(policy, client_ip, None, Deny::unauthorized("missing"))),
             // Never earlier than the cluster's agreed time: a node restarted with its clock set
             // back still expires keys no later than the leader's clock says.
-            Some(raw) => match authenticate::authenticate(policy, raw, now.max(policy.time_ms)) {
+            Some(raw) => match authenticate::authenticate_remembered(policy, raw, now.max(policy.time_ms), memo) {
                 Ok(c) => Some(c),
                 Err(d) => {
                     // A known key refused (wrong secret, revoked, expired, rotated out) is

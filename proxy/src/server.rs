@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::gateway::Gateway;
+use crate::phases::authenticate::KeyMemo;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -513,7 +514,8 @@ where
             let (gw, in_flight) = (gw.clone(), act.begin());
             let req = crate::request::ClientRequest::from_hyper(req, over_tls);
             async move {
-                let resp = gw.handle(req, peer).await.into_http();
+                // Streams are served at once, so none shares a remembered key.
+                let resp = gw.handle(req, peer, &mut KeyMemo::default()).await.into_http();
                 // In flight until the response body has been sent (or abandoned).
                 Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _in_flight: in_flight, failed: None }))
             }
