@@ -2,7 +2,6 @@
 //! lookup, find the key by public id, compare digests in constant time, check its state.
 
 use http::StatusCode;
-
 use zeroize::Zeroize;
 
 use crate::deny::Deny;
