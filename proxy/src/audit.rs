@@ -162,8 +162,7 @@ impl Records {
 
     /// The events, in order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter().copied()).map(|(start, end)| &self.bytes[start..end])
+        (0..self.len()).map(|i| self.get(i))
     }
 
     /// Event `i`'s bytes.
