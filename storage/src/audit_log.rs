@@ -267,23 +267,7 @@ fn encode_group(records: &[Record]) -> Result<Vec<u8>, AuditError> {
 fn write_record(out: &mut Vec<u8>, hash: &[u8; 32], body: &[u8]) {
     out.push(RECORD_V2);
     out.extend_from_slice(hash);
-    // bincode's standard varint: one byte below 251, else a marker and the value little-endian.
-    match body.len() as u64 {
-        n @ 0..=250 => out.push(n as u8),
-        n @ 251..=0xffff => {
-            out.push(251);
-            out.extend_from_slice(&(n as u16).to_le_bytes());
-        }
-        n @ 0x1_0000..=0xffff_ffff => {
-            out.push(252);
-            out.extend_from_slice(&(n as u32).to_le_bytes());
-        }
-        n => {
-            out.push(253);
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-    }
-    out.extend_from_slice(body);
+    crate::codec::put_bytes(out, body);
 }
 
 /// The head of a chain: its last record's number and hash (`seq` 0: an empty chain).

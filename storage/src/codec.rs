@@ -54,6 +54,37 @@ pub fn encode_versioned_into<T: Serialize + ?Sized>(
     })
 }
 
+/// Appends `n` as bincode's standard config writes any unsigned integer (its varint): one byte
+/// below 251, else a marker (251, 252, 253) and the value in 2, 4 or 8 bytes, little-endian.
+/// For values whose layout is written by hand (the audit log's records, the node's audit
+/// events), each checked by a test against what bincode writes.
+#[inline(always)]
+pub fn put_varint(out: &mut Vec<u8>, n: u64) {
+    match n {
+        0..=250 => out.push(n as u8),
+        251..=0xffff => {
+            out.push(251);
+            out.extend_from_slice(&(n as u16).to_le_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(252);
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+        _ => {
+            out.push(253);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+}
+
+/// Appends bytes as bincode writes a string or byte slice: the length ([`put_varint`]), then
+/// the bytes.
+#[inline]
+pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
 /// Appends to a `Vec` as bincode writes, without the `std::io::Write` adapter (and its
 /// `io::Result` per field) that `encode_into_std_write` goes through.
 struct VecWriter<'a>(&'a mut Vec<u8>);
@@ -115,5 +146,34 @@ mod tests {
         let mut long = bytes;
         long.push(0);
         assert!(matches!(decode::<(String, u64)>(&long), Err(CodecError::Trailing { .. })));
+    }
+
+    /// Written by hand, read by bincode: each step of the varint, from both sides of it, and
+    /// the integer widths the hand-written layouts use it for.
+    #[test]
+    fn hand_written_integers_and_strings_are_what_bincode_writes() {
+        let steps = [0u64, 1, 250, 251, 252, 0xfffe, 0xffff, 0x1_0000, 0xffff_ffff, 0x1_0000_0000, u64::MAX];
+        for n in steps {
+            let mut out = Vec::new();
+            put_varint(&mut out, n);
+            assert_eq!(out, bincode(n), "u64 {n}");
+            if let Ok(n16) = u16::try_from(n) {
+                assert_eq!(out, bincode(n16), "u16 {n}");
+            }
+            if let Ok(n32) = u32::try_from(n) {
+                assert_eq!(out, bincode(n32), "u32 {n}");
+            }
+        }
+        for len in [0usize, 1, 250, 251, 0xffff, 0x1_0000] {
+            let s = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            let mut out = Vec::new();
+            put_bytes(&mut out, s.as_bytes());
+            assert_eq!(out, bincode(s.as_str()), "a string of {} bytes", s.len());
+        }
+    }
+
+    /// What bincode (standard config, as [`encode`]) writes for a value, without the version.
+    fn bincode<T: Serialize>(value: T) -> Vec<u8> {
+        bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap()
     }
 }

@@ -17,7 +17,8 @@ mod state_machine;
 
 pub use audit_log::{AuditError, AuditLog, ChainBreak, Head as ChainHead};
 pub use codec::{
-    decode, decode_body, encode, encode_versioned, encode_versioned_into, split_version, CodecError, FORMAT_VERSION,
+    decode, decode_body, encode, encode_versioned, encode_versioned_into, put_bytes, put_varint, split_version,
+    CodecError, FORMAT_VERSION,
 };
 pub use db::{open, StorageOpenError, CF_LOG, CF_META, CF_SM_META, CF_STATE};
 pub use log_store::RocksLogStore;
