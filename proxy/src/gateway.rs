@@ -16,6 +16,7 @@ use crate::fields::Fields;
 use crate::limits::Limits;
 use crate::metrics::{ProxyMetrics, RequestLabels, RouteLabel};
 use crate::phases::authenticate::KeyMemo;
+use crate::phases::forward::ExchangeTimer;
 use crate::phases::{authenticate, authorize, forward, headers, rate_limit, route};
 use crate::policy::{AuthMethod, KeyId, Name, ParsedKey, Policy};
 use crate::reply::Reply;
@@ -40,6 +41,15 @@ pub struct GatewayConfig {
     /// (the server's `headers_max`); HTTP/2 bounds only the header list's size, so a block of
     /// many short fields is counted here.
     pub headers_max: usize,
+}
+
+/// What a client connection carries from one request to the next: the key it last proved
+/// ([`KeyMemo`]) and the timer its upstream exchanges are bounded by ([`ExchangeTimer`]). An
+/// HTTP/1 connection keeps one; each HTTP/2 stream starts with a fresh one.
+#[derive(Default)]
+pub struct Carried {
+    memo: KeyMemo,
+    timer: ExchangeTimer,
 }
 
 /// Default for the most header fields in one request, on either protocol.
@@ -126,9 +136,9 @@ impl Gateway {
         &self.audit
     }
 
-    /// Handles one request end to end. Never fails: every outcome is a response. `memo` is the
-    /// key the request's connection last proved ([`KeyMemo`]).
-    pub async fn handle(&self, req: ClientRequest, peer: SocketAddr, memo: &mut KeyMemo) -> Reply {
+    /// Handles one request end to end. Never fails: every outcome is a response. `carried`
+    /// is what the request's connection kept from its requests before ([`Carried`]).
+    pub async fn handle(&self, req: ClientRequest, peer: SocketAddr, carried: &mut Carried) -> Reply {
         let started = Instant::now();
         // The clock is read once: the decision's time (`started` on the wall clock; also when
         // freshness is judged), and (plus the latency) the event's.
@@ -144,7 +154,7 @@ impl Gateway {
         let ip = headers::ip_text(client_ip);
         let when = Moment { started, now };
         let client = Client { ip: client_ip, text: &ip };
-        let (mut resp, reason) = match self.run(req, &policy, when, client, &mut facts, memo).await {
+        let (mut resp, reason) = match self.run(req, &policy, when, client, &mut facts, carried).await {
             Ok(resp) if facts.stale => (resp, "ok_stale_policy"),
             Ok(resp) => (resp, "ok"),
             Err(deny) => {
@@ -210,7 +220,7 @@ impl Gateway {
         when: Moment,
         client: Client<'_>,
         facts: &mut Facts,
-        memo: &mut KeyMemo,
+        carried: &mut Carried,
     ) -> Result<Reply, Deny> {
         let Moment { started, now } = when;
         let Client { ip: client_ip, text: ip } = client;
@@ -298,12 +308,13 @@ impl Gateway {
         // Phase 3: authenticate.
         let presented = authenticate::credential(&fields)?;
         let anonymous_ok = route.auth.contains(&AuthMethod::None);
+        // Keys are judged never earlier than the cluster's agreed time: a node restarted with
+        // its clock set back still expires keys no later than the leader's clock says.
+        let key_time = now.max(policy.time_ms);
         let caller = match presented {
             None if anonymous_ok => None,
             None => return Err(self.auth_failed(policy, client_ip, None, Deny::unauthorized("missing"))),
-            // Never earlier than the cluster's agreed time: a node restarted with its clock set
-            // back still expires keys no later than the leader's clock says.
-            Some(raw) => match authenticate::authenticate_remembered(policy, raw, now.max(policy.time_ms), memo) {
+            Some(raw) => match authenticate::authenticate_remembered(policy, raw, key_time, &mut carried.memo) {
                 Ok(c) => Some(c),
                 Err(d) => {
                     // A known key refused (wrong secret, revoked, expired, rotated out) is
@@ -390,6 +401,7 @@ impl Gateway {
             &route.upstreams,
             out,
             self.cfg.upstream_response_timeout,
+            &mut carried.timer,
         )
         .await?;
         if resp.status == StatusCode::SWITCHING_PROTOCOLS {

@@ -40,8 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::deny::Deny;
 use crate::fields::Fields;
 use crate::framing::{decode, Decoded, Framing};
-use crate::gateway::Gateway;
-use crate::phases::authenticate::KeyMemo;
+use crate::gateway::{Carried, Gateway};
 use crate::phases::headers::connection_tokens;
 use crate::reply::Reply;
 use crate::request::ClientRequest;
@@ -281,8 +280,9 @@ pub async fn serve<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut out = Vec::with_capacity(1024);
-    // The key this connection last proved, for its next request.
-    let mut memo = KeyMemo::default();
+    // The key this connection last proved and its upstream exchanges' timer, for its next
+    // request.
+    let mut carried = Carried::default();
     // The head's deadline is kept here; the timer is set lazily: it stays at an earlier
     // deadline, and when that one passes it is set to the current one, if that is still ahead.
     // So a busy keep-alive connection moves its timer once per timeout, not once per request
@@ -341,7 +341,7 @@ pub async fn serve<IO>(
             framing = Framing::Done;
         }
         let (mut resp, body_done) = if framing == Framing::Done {
-            let resp = gateway.handle(req, peer, &mut memo).await;
+            let resp = gateway.handle(req, peer, &mut carried).await;
             (resp, true)
         } else {
             let (want_tx, want_rx) = oneshot::channel();
@@ -350,7 +350,7 @@ pub async fn serve<IO>(
             // A request with a body is never a handshake.
             req.switchable = false;
             req.body = ClientBody::H1(body);
-            let handler = gateway.handle(req, peer, &mut memo);
+            let handler = gateway.handle(req, peer, &mut carried);
             let mut handler = pin!(handler);
             let feeding = feed(&mut io, &mut buf, &mut framing, tx, want_rx, expect_continue);
             let mut feeding = pin!(feeding);

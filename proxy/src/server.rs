@@ -15,8 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::gateway::Gateway;
-use crate::phases::authenticate::KeyMemo;
+use crate::gateway::{Carried, Gateway};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -515,7 +514,7 @@ where
             let req = crate::request::ClientRequest::from_hyper(req, over_tls);
             async move {
                 // Streams are served at once, so none shares a remembered key.
-                let resp = gw.handle(req, peer, &mut KeyMemo::default()).await.into_http();
+                let resp = gw.handle(req, peer, &mut Carried::default()).await.into_http();
                 // In flight until the response body has been sent (or abandoned).
                 Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _in_flight: in_flight, failed: None }))
             }

@@ -120,8 +120,46 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
+/// The timer an exchange with an upstream is bounded by, kept by the client connection from
+/// one request to the next ([`crate::gateway::Carried`]).
+///
+/// A `tokio::time::timeout` per request put a new entry into the runtime's timer wheel and
+/// took it out again as the request ended: about 600 instructions a proxied request
+/// (docs/benchmarks.md, session 27). Kept, the timer is only moved: tokio moves an entry to a
+/// later deadline by updating it in place, and re-files it only if its old deadline passes
+/// first (an idle connection's task is then woken once, for nothing). Each exchange is still
+/// bounded from the moment it starts, as before.
+#[derive(Default)]
+pub struct ExchangeTimer(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl ExchangeTimer {
+    /// Bounds `fut` to `limit` from now: `None` if the time ran out first. The work is polled
+    /// first, as `tokio::time::timeout` does, so that an answer ready when the time is up still
+    /// counts. `fut` is polled where the caller pinned it: moved into a future of its own, the
+    /// exchange's state (the largest part of a request's) was copied twice more a request.
+    fn bound<'a, F: Future>(
+        &'a mut self,
+        limit: Duration,
+        mut fut: Pin<&'a mut F>,
+    ) -> impl Future<Output = Option<F::Output>> + 'a {
+        let deadline = tokio::time::Instant::now() + limit;
+        match &mut self.0 {
+            Some(t) => t.as_mut().reset(deadline),
+            None => self.0 = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        let timer = self.0.as_mut().expect("set above");
+        std::future::poll_fn(move |cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+    }
+}
+
 /// `now_mono_ms` is the request's start on the monotonic clock ([`crate::clock::mono_ms_at`]),
-/// for the upstreams' ejections and the pool's idle ages.
+/// for the upstreams' ejections and the pool's idle ages. Each attempt gets `timeout`, timed
+/// with the connection's `timer`.
 pub async fn forward(
     upstreams: &Upstreams,
     now_mono_ms: u64,
@@ -129,6 +167,7 @@ pub async fn forward(
     targets: &[String],
     out: Outbound<'_>,
     timeout: Duration,
+    timer: &mut ExchangeTimer,
 ) -> Result<Reply, Deny> {
     let order = upstreams.order(route, targets, now_mono_ms);
     let retryable = out.body.is_none() && is_idempotent(&out.method);
@@ -146,21 +185,21 @@ pub async fn forward(
         added: out.added.as_slice(),
     };
     for (i, target) in order.iter().flatten().take(attempts).enumerate() {
-        let sent = async {
+        let sent = std::pin::pin!(async {
             if out.upgrade {
                 upstreams.switch(target, &head).await
             } else {
                 upstreams.send(target, &head, body.take(), retryable, now_mono_ms).await
             }
-        };
-        match tokio::time::timeout(timeout, sent).await {
-            Err(_) => {
+        });
+        match timer.bound(timeout, sent).await {
+            None => {
                 target.report(false);
                 return Err(Deny::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"));
             }
-            Ok(Err(SendError::BadTarget)) => return Err(Deny::new(StatusCode::BAD_GATEWAY, "bad_upstream_uri")),
+            Some(Err(SendError::BadTarget)) => return Err(Deny::new(StatusCode::BAD_GATEWAY, "bad_upstream_uri")),
             // The client's body failed, not the upstream: its health is unchanged.
-            Ok(Err(SendError::Wire(WireError::RequestBody(e)))) => {
+            Some(Err(SendError::Wire(WireError::RequestBody(e)))) => {
                 if is_body_timeout(&*e) {
                     // The rest of the body is not worth waiting for: close the connection.
                     return Err(Deny::new(StatusCode::REQUEST_TIMEOUT, "body_timeout")
@@ -173,7 +212,7 @@ pub async fn forward(
                 return Err(Deny::bad_request("body_incomplete")
                     .with_header(http::header::CONNECTION, http::HeaderValue::from_static("close")));
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 target.report(false);
                 let connect = matches!(e, SendError::Connect(_));
                 tracing::debug!(upstream = %target.url, error = %e, connect, "upstream request failed");
@@ -186,7 +225,7 @@ pub async fn forward(
                 ));
             }
             // Hop-by-hop headers were left out as the response head was read.
-            Ok(Ok(resp)) => {
+            Some(Ok(resp)) => {
                 target.report(!resp.status.is_server_error());
                 return Ok(resp);
             }
