@@ -233,3 +233,44 @@ pub async fn forward(
     }
     Err(Deny::new(StatusCode::BAD_GATEWAY, "upstream_unreachable"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::pending;
+    use std::pin::pin;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// One timer, kept across exchanges, bounds each from its own start: it runs out no
+    /// earlier than the limit, works again once it has run out, and a later exchange is
+    /// not cut off at an earlier one's deadline. (Timers never fire early, and the work is
+    /// polled before the timer, so a stalled machine cannot fail these.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_kept_timer_bounds_each_exchange_from_its_own_start() {
+        let mut timer = ExchangeTimer::default();
+        let limit = Duration::from_millis(300);
+
+        let start = Instant::now();
+        assert_eq!(timer.bound(limit, pin!(pending::<()>())).await, None, "an upstream that never answers");
+        assert!(start.elapsed() >= limit);
+
+        // Run out, then set again: an answer in time counts.
+        assert_eq!(timer.bound(limit, pin!(async { 7 })).await, Some(7));
+
+        // Set at t = 0 for t = 300 ms by an exchange that answered at once; the next one
+        // starts at t = 200 ms and answers at t = 350 ms, inside its own 300 ms.
+        let first = Instant::now();
+        assert_eq!(timer.bound(limit, pin!(async { 1 })).await, Some(1));
+        tokio::time::sleep_until((first + Duration::from_millis(200)).into()).await;
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            2
+        };
+        assert_eq!(timer.bound(limit, pin!(slow)).await, Some(2), "cut off at the earlier exchange's deadline");
+
+        let start = Instant::now();
+        assert_eq!(timer.bound(limit, pin!(pending::<()>())).await, None);
+        assert!(start.elapsed() >= limit);
+    }
+}
