@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// A request body must arrive completely within this time, or 408 [default: 30000].
     #[arg(long)]
     pub proxy_body_read_timeout_ms: Option<u64>,
+    /// An upstream must answer (its response head) within this time of the request's
+    /// forwarding, or 504 [default: 30000].
+    #[arg(long)]
+    pub proxy_upstream_response_timeout_ms: Option<u64>,
     /// A proxy connection with no request in flight this long is closed [default: 60000].
     #[arg(long)]
     pub proxy_idle_timeout_ms: Option<u64>,
@@ -118,6 +122,7 @@ struct FileConfig {
     proxy_connections_per_ip_max: Option<u32>,
     proxy_threads: Option<usize>,
     proxy_body_read_timeout_ms: Option<u64>,
+    proxy_upstream_response_timeout_ms: Option<u64>,
     proxy_idle_timeout_ms: Option<u64>,
     proxy_tls_cert_file: Option<PathBuf>,
     proxy_tls_key_file: Option<PathBuf>,
@@ -148,6 +153,7 @@ pub struct Config {
     /// Proxy threads; 0 = one per CPU.
     pub proxy_threads: usize,
     pub proxy_body_read_timeout_ms: u64,
+    pub proxy_upstream_response_timeout_ms: u64,
     pub proxy_idle_timeout_ms: u64,
     /// (certificate chain, private key) PEM files for TLS on the proxy listener.
     pub proxy_tls: Option<(PathBuf, PathBuf)>,
@@ -290,6 +296,11 @@ impl Config {
         if !(100..=3_600_000).contains(&proxy_body_read_timeout_ms) {
             return Err(err("proxy_body_read_timeout_ms", "must be 100 to 3600000 (ms)"));
         }
+        let proxy_upstream_response_timeout_ms =
+            args.proxy_upstream_response_timeout_ms.or(file.proxy_upstream_response_timeout_ms).unwrap_or(30_000);
+        if !(100..=3_600_000).contains(&proxy_upstream_response_timeout_ms) {
+            return Err(err("proxy_upstream_response_timeout_ms", "must be 100 to 3600000 (ms)"));
+        }
         let proxy_idle_timeout_ms = args.proxy_idle_timeout_ms.or(file.proxy_idle_timeout_ms).unwrap_or(60_000);
         if !(100..=3_600_000).contains(&proxy_idle_timeout_ms) {
             return Err(err("proxy_idle_timeout_ms", "must be 100 to 3600000 (ms)"));
@@ -335,6 +346,7 @@ impl Config {
             proxy_connections_per_ip_max,
             proxy_threads,
             proxy_body_read_timeout_ms,
+            proxy_upstream_response_timeout_ms,
             proxy_idle_timeout_ms,
             proxy_tls,
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),

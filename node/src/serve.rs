@@ -101,6 +101,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             node_id: config.id,
             trusted_proxies: config.trusted_proxies.clone(),
             body_read_timeout: Duration::from_millis(config.proxy_body_read_timeout_ms),
+            upstream_response_timeout: Duration::from_millis(config.proxy_upstream_response_timeout_ms),
             ..GatewayConfig::default()
         },
         policy,
