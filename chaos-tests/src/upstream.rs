@@ -1,7 +1,8 @@
 //! A real upstream for data-plane tests: an HTTP/1.1 server on a loopback port that answers
 //! every request with a JSON echo of what it received and counts what reached it. A path
 //! ending in `/drip` is answered instead with a slow streaming body: [`DRIP_CHUNKS`] chunks of
-//! `x\n`, [`DRIP_EVERY`] apart (a long-lived response, like server-sent events).
+//! `x\n`, [`DRIP_EVERY`] apart (a long-lived response, like server-sent events). One ending in
+//! `/stall` is answered only after [`STALL`] (an upstream too slow to answer).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -43,6 +44,9 @@ fn wall_ms() -> u64 {
 pub const DRIP_CHUNKS: u32 = 8;
 pub const DRIP_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
 
+/// How long a `/stall` request waits before its answer.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The `/drip` response body.
 struct Drip {
     left: u32,
@@ -83,6 +87,9 @@ async fn echo(req: Request<Incoming>, c: Counters) -> Result<Response<EchoBody>,
             .entry(k.as_str().to_string())
             .or_insert_with(Vec::new)
             .push(String::from_utf8_lossy(v.as_bytes()).to_string());
+    }
+    if parts.uri.path().ends_with("/stall") {
+        tokio::time::sleep(STALL).await;
     }
     if parts.uri.path().ends_with("/drip") {
         let drip = Drip { left: DRIP_CHUNKS, pause: Box::pin(tokio::time::sleep(DRIP_EVERY)) };

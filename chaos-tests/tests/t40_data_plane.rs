@@ -414,6 +414,45 @@ async fn framing_and_size_limits() {
     }
 }
 
+/// faults R19, a slow upstream: one that has not answered within
+/// `proxy_upstream_response_timeout_ms` (500 ms here) gets the client 504 `upstream_timeout`,
+/// audited, no sooner than that and long before the upstream answers (`STALL`, 5 s). The next
+/// request on the same keep-alive connection is timed afresh (the connection keeps one timer
+/// for its exchanges, reset for each) and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_gets_504_and_the_connection_goes_on() {
+    let e = env_with(&["--proxy-upstream-response-timeout-ms", "500"]).await;
+    let k = &e.f.reader_key;
+    // Pipelined on one connection: the stalled request, then an ordinary one.
+    let bytes = format!(
+        "GET /orders/stall HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n\r\n\
+         GET /orders/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\n\r\n"
+    );
+    // Read until the node closes the connection idle (1 s after its last answer), and stop
+    // before the upstream would answer the stalled request.
+    let wait = chaos_tests::upstream::STALL - Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    let (text, _) = chaos_tests::raw::send_and_read(e.port, bytes.as_bytes(), wait).await;
+    assert!(started.elapsed() >= Duration::from_millis(500), "answered before the timeout: {text}");
+    let answers: Vec<Option<u16>> = text.match_indices("HTTP/1.1 ").map(|(i, _)| status(&text[i..])).collect();
+    assert_eq!(answers, vec![Some(504), Some(200)], "{text}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, audit) = e.c.get(1, "/v1/audit?decision=deny&limit=1000").await.unwrap();
+        let timed_out = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["reason"] == "upstream_timeout" && v["status"] == 504 && v["path"] == "/orders/stall");
+        if timed_out {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "upstream timeout audited: {audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// B8: one client IP holding many idle connections hits its cap; other clients are unaffected,
 /// and the IP gets slots back as its connections close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
