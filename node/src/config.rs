@@ -75,8 +75,8 @@ pub struct ServeArgs {
     /// A request body must arrive completely within this time, or 408 [default: 30000].
     #[arg(long)]
     pub proxy_body_read_timeout_ms: Option<u64>,
-    /// An upstream must answer (its response head) within this time of the request's
-    /// forwarding, or 504 [default: 30000].
+    /// An upstream must send its response head within this time of each attempt to forward
+    /// a request, or 504 [default: 30000].
     #[arg(long)]
     pub proxy_upstream_response_timeout_ms: Option<u64>,
     /// A proxy connection with no request in flight this long is closed [default: 60000].
