@@ -31,6 +31,26 @@ install_system_packages() {
 # outside the clone is reused by later clones on the same machine; a fresh machine just builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/raftgate-target}"
 
+# Profile-guided optimisation: every build these scripts run (tests, benches, the binary they
+# start and ship) is optimised with the execution profile in pgo/ (scripts/pgo-profile.sh makes
+# it; docs/ARCHITECTURE.md, "Building"). rustc needs the profile's absolute path, and cargo
+# rebuilds only when RUSTFLAGS changes, so the profile is unpacked under the target dir with its
+# digest in the name: a new profile means new flags, and a rebuild. RAFTGATE_PGO=off builds
+# without it (a different RUSTFLAGS, so a full rebuild, RocksDB's C++ included).
+use_pgo_profile() {
+    local src sum dst
+    src="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/pgo/raftgate.profdata.gz"
+    [ "${RAFTGATE_PGO:-on}" != off ] && [ -f "$src" ] || return 0
+    sum=$(sha256sum "$src" | cut -c1-16)
+    dst="$CARGO_TARGET_DIR/pgo/raftgate-$sum.profdata"
+    if [ ! -f "$dst" ]; then
+        mkdir -p "$CARGO_TARGET_DIR/pgo"
+        gzip -dc "$src" > "$dst.tmp" && mv "$dst.tmp" "$dst"
+    fi
+    export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-use=$dst"
+}
+use_pgo_profile
+
 # The benchmarks' load tools: nginx (the fast upstream and the peer to compare with) and wrk
 # from Debian's packages, oha (open-loop load at a fixed rate) from crates.io, kept outside the
 # clone. Sets OHA to its path.
@@ -41,5 +61,6 @@ install_bench_tools() {
         }
     done
     OHA=/var/tmp/oha/bin/oha
-    [ -x "$OHA" ] || cargo install oha --locked --root /var/tmp/oha >/dev/null
+    # Without the profile-use flag (its profile is raftgate's).
+    [ -x "$OHA" ] || env -u RUSTFLAGS cargo install oha --locked --root /var/tmp/oha >/dev/null
 }
