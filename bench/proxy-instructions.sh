@@ -21,8 +21,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 N=${1:-20000}; ROUTES=${2:-0}
 install_bench_tools
-dpkg-query -W -f='${Status}' valgrind 2>/dev/null | grep -q "install ok installed" ||
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+install_tool_packages valgrind
 if [ -n "${RAFTGATE_BIN:-}" ]; then
     BIN="$RAFTGATE_BIN"
 else

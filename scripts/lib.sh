@@ -31,9 +31,9 @@ install_system_packages() {
 # outside the clone is reused by later clones on the same machine; a fresh machine just builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/raftgate-target}"
 
-# Profile-guided optimisation: every build these scripts run (tests, benches, the binary they
-# start and ship) is optimised with the execution profile in pgo/ (scripts/pgo-profile.sh makes
-# it; docs/ARCHITECTURE.md, "Building"). rustc needs the profile's absolute path, and cargo
+# Profile-guided optimisation: every build these scripts run is given the execution profile in
+# pgo/ (scripts/pgo-profile.sh makes it). It fits the build that ships and is benchmarked, not
+# the test build, whose features differ (docs/ARCHITECTURE.md, "Building"). rustc needs the profile's absolute path, and cargo
 # rebuilds only when RUSTFLAGS changes, so the profile is unpacked under the target dir with its
 # digest in the name: a new profile means new flags, and a rebuild. RAFTGATE_PGO=off builds
 # without it (a different RUSTFLAGS, so a full rebuild, RocksDB's C++ included).
@@ -51,15 +51,22 @@ use_pgo_profile() {
 }
 use_pgo_profile
 
+# install_tool_packages PKG...: installs those Debian packages that are missing, updating the
+# package lists first only if an install fails without them.
+install_tool_packages() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null; }
+        }
+    done
+}
+
 # The benchmarks' load tools: nginx (the fast upstream and the peer to compare with) and wrk
 # from Debian's packages, oha (open-loop load at a fixed rate) from crates.io, kept outside the
 # clone. Sets OHA to its path.
 install_bench_tools() {
-    for p in nginx-light wrk; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || {
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$p" >/dev/null; }
-        }
-    done
+    install_tool_packages nginx-light wrk
     OHA=/var/tmp/oha/bin/oha
     # Without the profile-use flag (its profile is raftgate's).
     [ -x "$OHA" ] || env -u RUSTFLAGS cargo install oha --locked --root /var/tmp/oha >/dev/null

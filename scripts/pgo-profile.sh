@@ -23,10 +23,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 . bench/lib.sh
 install_bench_tools
-for p in llvm-19 nghttp2-client openssl; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null
-done
+install_tool_packages llvm-19 nghttp2-client openssl
 GEN_DIR="${CARGO_TARGET_DIR:-target}/pgo-generate"
 W=$(mktemp -d)
 # A fixed path: it is in the build's RUSTFLAGS, and the same flags let the next run reuse the build.
