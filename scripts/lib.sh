@@ -31,16 +31,32 @@ install_system_packages() {
 # outside the clone is reused by later clones on the same machine; a fresh machine just builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/raftgate-target}"
 
+# pgo_fingerprint: what cargo's symbol hashes, and so the profile's fit, follow (besides
+# `--target`, which no script passes): the rustc, and the crate graph with its features as
+# `cargo build --workspace --bins` resolves them (paths left out, so any clone gives the same).
+pgo_fingerprint() {
+    rustc -V
+    printf 'crate graph %s\n' "$(cargo tree --locked --workspace -e normal,build --prefix none -f '{p} [{f}]' \
+        | sed 's| (/[^)]*)||; s| (\*)||' | LC_ALL=C sort -u | sha256sum | cut -d' ' -f1)"
+}
+
 # Profile-guided optimisation: every build these scripts run is given the execution profile in
 # pgo/ (scripts/pgo-profile.sh makes it). It fits the build that ships and is benchmarked, not
-# the test build, whose features differ (docs/ARCHITECTURE.md, "Building"). rustc needs the profile's absolute path, and cargo
-# rebuilds only when RUSTFLAGS changes, so the profile is unpacked under the target dir with its
-# digest in the name: a new profile means new flags, and a rebuild. RAFTGATE_PGO=off builds
+# the test build, whose features differ (docs/ARCHITECTURE.md, "Building"). rustc needs the
+# profile's absolute path, and cargo rebuilds only when RUSTFLAGS changes, so the profile is unpacked
+# under the target dir with its digest in the name: a new profile means new flags, and a
+# rebuild. A profile made for another rustc or crate graph (pgo/raftgate.fingerprint) fits few
+# functions or none: the build is correct but slower, and this says so. RAFTGATE_PGO=off builds
 # without it (a different RUSTFLAGS, so a full rebuild, RocksDB's C++ included).
 use_pgo_profile() {
-    local src sum dst
-    src="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/pgo/raftgate.profdata.gz"
+    local root src sum dst
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    src="$root/pgo/raftgate.profdata.gz"
     [ "${RAFTGATE_PGO:-on}" != off ] && [ -f "$src" ] || return 0
+    if command -v cargo >/dev/null 2>&1 && [ "$(cd "$root" && pgo_fingerprint 2>/dev/null)" != "$(grep -v '^#' "$root/pgo/raftgate.fingerprint" 2>/dev/null)" ]; then
+        echo "warning: pgo/raftgate.profdata.gz was made for another rustc or crate graph than this build's" \
+            "(pgo/raftgate.fingerprint), so it fits few functions or none; regenerate it with scripts/pgo-profile.sh" >&2
+    fi
     sum=$(sha256sum "$src" | cut -c1-16)
     dst="$CARGO_TARGET_DIR/pgo/raftgate-$sum.profdata"
     if [ ! -f "$dst" ]; then

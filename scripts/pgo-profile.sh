@@ -12,11 +12,14 @@
 # Code the traffic does not reach (Raft elections, snapshots, the chaos paths) is optimised for
 # size, as LLVM does for code a profile calls cold; it is not on the request path.
 #
-# When to run it: after a change to the request path (proxy/), or a dependency bump of tokio,
-# hyper, http, bytes, mimalloc. A stale profile is safe: LLVM ignores the counters of any
-# function whose control flow changed, so such functions are optimised as without PGO.
+# When to run it: after a change to the request path (proxy/), and whenever scripts/lib.sh
+# warns that the profile was made for another rustc or crate graph (a new rustc, a dependency
+# bump or a feature change: then it fits few functions or none). A stale profile is safe: LLVM
+# ignores the counters of any function whose control flow changed, so such functions are
+# optimised as without PGO.
 # Needs llvm-profdata of LLVM 19 or newer (Debian 12: llvm-19), installed here.
-# Commit the new pgo/raftgate.profdata.gz; the next build through scripts/ uses it.
+# Commit the new pgo/raftgate.profdata.gz and pgo/raftgate.fingerprint; the next build through
+# scripts/ uses them.
 # Usage: scripts/pgo-profile.sh   (about 10 minutes after a warm build, 25 from cold)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +36,9 @@ RAW="$GEN_DIR/profraw"
 # RUSTFLAGS or the target dir). So this is the build the scripts ship and benchmark
 # (`--workspace --bins`, the same graph as `--bin raftgate`), in a target dir of its own. The
 # test build differs (dev-dependencies add features), so the binary the tests start runs
-# without the profile's benefit, not without its correctness. RUSTFLAGS replaces lib.sh's,
-# so the old profile plays no part in the new one.
+# without the profile's benefit, not without its correctness. pgo/raftgate.fingerprint
+# records the graph and the rustc, and lib.sh warns when a build's differ. RUSTFLAGS replaces
+# lib.sh's, so the old profile plays no part in the new one.
 RUSTFLAGS="-Cprofile-generate=$RAW" cargo build --release --locked --bin raftgate --target-dir "$GEN_DIR"
 BIN="$GEN_DIR/release/raftgate"
 # The build scripts and proc macros were instrumented too, and wrote counters while they ran.
@@ -100,4 +104,8 @@ mkdir -p pgo
 llvm-profdata-19 merge -o "$W/raftgate.profdata" "$RAW"/*.profraw
 # gzip (in every Debian install) without a name or time in it: the same profile, the same bytes.
 gzip -9n -c "$W/raftgate.profdata" > pgo/raftgate.profdata.gz
+{
+    echo "# What pgo/raftgate.profdata.gz fits (scripts/pgo-profile.sh wrote it; scripts/lib.sh checks it)."
+    pgo_fingerprint
+} > pgo/raftgate.fingerprint
 echo "pgo/raftgate.profdata.gz: $(du -h pgo/raftgate.profdata.gz | cut -f1), $(llvm-profdata-19 show "$W/raftgate.profdata" | sed -n 's/^Total functions: //p') functions"
