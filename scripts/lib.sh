@@ -41,9 +41,9 @@ pgo_fingerprint() {
 }
 
 # Profile-guided optimisation: every build these scripts run is given the execution profile in
-# pgo/ (scripts/pgo-profile.sh makes it). It fits the build that ships and is benchmarked, not
-# the test build, whose features differ (docs/ARCHITECTURE.md, "Building"). rustc needs the
-# profile's absolute path, and cargo rebuilds only when RUSTFLAGS changes, so the profile is unpacked
+# pgo/ (scripts/pgo-profile.sh makes it), the build that ships and the test build alike (one
+# crate graph: node/Cargo.toml; docs/ARCHITECTURE.md, "Building"). rustc needs the profile's
+# absolute path, and cargo rebuilds only when RUSTFLAGS changes, so the profile is unpacked
 # under the target dir with its digest in the name: a new profile means new flags, and a
 # rebuild. A profile made for another rustc or crate graph (pgo/raftgate.fingerprint) fits few
 # functions or none: the build is correct but slower, and this says so. RAFTGATE_PGO=off builds

@@ -33,12 +33,11 @@ W=$(mktemp -d)
 RAW="$GEN_DIR/profraw"
 # The counters are matched to functions by symbol name, and cargo's symbol hashes follow the
 # rustc version, whether `--target` was given, and the crate graph with its features (not
-# RUSTFLAGS or the target dir). So this is the build the scripts ship and benchmark
-# (`--workspace --bins`, the same graph as `--bin raftgate`), in a target dir of its own. The
-# test build differs (dev-dependencies add features), so the binary the tests start runs
-# without the profile's benefit, not without its correctness. pgo/raftgate.fingerprint
-# records the graph and the rustc, and lib.sh warns when a build's differ. RUSTFLAGS replaces
-# lib.sh's, so the old profile plays no part in the new one.
+# RUSTFLAGS or the target dir). So this is the build the scripts ship, benchmark and test
+# (`--workspace --bins`, the same graph as `--bin raftgate` and, for raftgate, as the test
+# build's: node/Cargo.toml), in a target dir of its own. pgo/raftgate.fingerprint records that
+# graph and the rustc, and lib.sh warns when a build's differ. RUSTFLAGS replaces lib.sh's, so
+# the old profile plays no part in the new one.
 RUSTFLAGS="-Cprofile-generate=$RAW" cargo build --release --locked --bin raftgate --target-dir "$GEN_DIR"
 BIN="$GEN_DIR/release/raftgate"
 # The build scripts and proc macros were instrumented too, and wrote counters while they ran.
