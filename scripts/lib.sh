@@ -63,7 +63,12 @@ use_pgo_profile() {
         mkdir -p "$CARGO_TARGET_DIR/pgo"
         gzip -dc "$src" > "$dst.tmp" && mv "$dst.tmp" "$dst"
     fi
-    export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-use=$dst"
+    # Once: test.sh sources this file and then runs docker-build.sh, which sources it again. A
+    # second copy of the flag is a different RUSTFLAGS, and cargo would rebuild every crate.
+    case " ${RUSTFLAGS:-} " in
+        *" -Cprofile-use=$dst "*) ;;
+        *) export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-use=$dst" ;;
+    esac
 }
 use_pgo_profile
 
