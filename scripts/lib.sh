@@ -53,22 +53,21 @@ use_pgo_profile() {
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     src="$root/pgo/raftgate.profdata.gz"
     [ "${RAFTGATE_PGO:-on}" != off ] && [ -f "$src" ] || return 0
+    sum=$(sha256sum "$src" | cut -c1-16)
+    dst="$CARGO_TARGET_DIR/pgo/raftgate-$sum.profdata"
+    # Once: test.sh sources this file and then runs docker-build.sh, which sources it again. A
+    # second copy of the flag is a different RUSTFLAGS, and cargo would rebuild every crate; a
+    # second check would run `cargo tree` again for the same answer.
+    case " ${RUSTFLAGS:-} " in *" -Cprofile-use=$dst "*) return 0 ;; esac
     if command -v cargo >/dev/null 2>&1 && [ "$(cd "$root" && pgo_fingerprint 2>/dev/null)" != "$(grep -v '^#' "$root/pgo/raftgate.fingerprint" 2>/dev/null)" ]; then
         echo "warning: pgo/raftgate.profdata.gz was made for another rustc or crate graph than this build's" \
             "(pgo/raftgate.fingerprint), so it fits few functions or none; regenerate it with scripts/pgo-profile.sh" >&2
     fi
-    sum=$(sha256sum "$src" | cut -c1-16)
-    dst="$CARGO_TARGET_DIR/pgo/raftgate-$sum.profdata"
     if [ ! -f "$dst" ]; then
         mkdir -p "$CARGO_TARGET_DIR/pgo"
         gzip -dc "$src" > "$dst.tmp" && mv "$dst.tmp" "$dst"
     fi
-    # Once: test.sh sources this file and then runs docker-build.sh, which sources it again. A
-    # second copy of the flag is a different RUSTFLAGS, and cargo would rebuild every crate.
-    case " ${RUSTFLAGS:-} " in
-        *" -Cprofile-use=$dst "*) ;;
-        *) export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-use=$dst" ;;
-    esac
+    export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-use=$dst"
 }
 use_pgo_profile
 
